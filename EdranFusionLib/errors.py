@@ -1,0 +1,18 @@
+"""User-facing errors: one line saying what is wrong and what to do.
+
+Every layer raises these for bad input; the CLI prints them on one stderr line with exit code 2, the Slicer
+module shows them in a dialog. Anything else escaping is a bug, not a user error.
+"""
+
+from __future__ import annotations
+
+
+class EdranFusionError(Exception):
+    """A problem with the user's input or environment, with the fix in the message."""
+
+
+class FusionCancelled(EdranFusionError):
+    """The caller's cancel flag was raised; nothing was written."""
+
+    def __init__(self) -> None:
+        super().__init__("fusion cancelled by the user; nothing was written")

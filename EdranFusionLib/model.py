@@ -1,0 +1,159 @@
+"""EH-DRAN autoencoder (paper section 2.1).
+
+Encoder: shallow 1x1 conv -> dilated multi-scale block -> residual + pyramid attention, plus the DRGO edge
+enhancer on the shallow features added element-wise. Decoder: three 3x3 convs with LeakyReLU between them.
+The latent keeps the input's H x W, so any size works: the attention mask is pooled with ``ceil_mode`` and
+up-sampled back to the exact input size instead of requiring even dimensions.
+
+Where the paper is silent the authors' code fills the gap; where they disagree the paper wins (see
+docs/DESIGN.md): learned sigmoid attention mask, separate pyramid convolutions, DRGO with residual
+connections and a fixed (non-trainable) Sobel operator.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LATENT_CHANNELS = 64
+_LEAK = 0.2
+
+
+def _conv3x3(cin: int, cout: int, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation)
+
+
+class DilatedMultiScale(nn.Module):
+    """Parallel 3x3 convs with dilation 1, 3, 5, concatenated and reduced back to C channels."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(_conv3x3(channels, channels, d) for d in (1, 3, 5))
+        self.reduce = nn.Conv2d(3 * channels, channels, 1)
+        self.norm = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        multi = torch.cat([branch(x) for branch in self.branches], dim=1)
+        return F.leaky_relu(self.norm(self.reduce(multi)), _LEAK)
+
+
+class PyramidTrunk(nn.Module):
+    """Sum of 1, 2 and 3 stacked 3x3 convs: receptive fields 3, 5 and 7 without large kernels."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.paths = nn.ModuleList(
+            nn.Sequential(*[layer for _ in range(depth) for layer in (_conv3x3(channels, channels), nn.LeakyReLU(_LEAK))])
+            for depth in (1, 2, 3)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sum(path(x) for path in self.paths)
+
+
+class SoftMask(nn.Module):
+    """Residual-attention mask branch: down-sample, conv, up-sample to the input size, sigmoid."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.down_conv = _conv3x3(channels, channels)
+        self.up_conv = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low = F.avg_pool2d(x, 2, ceil_mode=True)
+        low = F.leaky_relu(self.down_conv(low), _LEAK)
+        up = F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.sigmoid(self.up_conv(up))
+
+
+class ResidualPyramidAttention(nn.Module):
+    """x + mask(x) * pyramid(x): the mask re-weights multi-scale features, the identity keeps gradients."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.trunk = PyramidTrunk(channels)
+        self.mask = SoftMask(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mask(x) * self.trunk(x)
+
+
+class SobelMagnitude(nn.Module):
+    """Fixed depthwise Sobel gradient magnitude of every channel (the paper's non-learned operator)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        gx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+        kernel = torch.stack([gx, gx.t()]).unsqueeze(1).repeat(channels, 1, 1, 1)
+        self.register_buffer("kernel", kernel, persistent=False)
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.kernel.to(x.dtype), groups=self.channels)
+        gx, gy = g[:, 0::2], g[:, 1::2]
+        return torch.sqrt(gx * gx + gy * gy + 1e-6)
+
+
+class DRGO(nn.Module):
+    """Dense residual gradient operator: two residual 3x3 convs plus Sobel magnitude -> 1x1 conv, summed."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = _conv3x3(channels, channels)
+        self.conv2 = _conv3x3(channels, channels)
+        self.sobel = SobelMagnitude(channels)
+        self.gradient_proj = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x + F.leaky_relu(self.conv1(x), _LEAK)
+        y = y + self.conv2(y)
+        return y + self.gradient_proj(self.sobel(x))
+
+
+class Decoder(nn.Module):
+    """Lightweight decoder: 64 -> 64 -> 32 -> 1, LeakyReLU between layers, no final activation."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            _conv3x3(channels, 64), nn.LeakyReLU(_LEAK),
+            _conv3x3(64, 32), nn.LeakyReLU(_LEAK),
+            _conv3x3(32, 1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.layers(z)
+
+
+class EHDRAN(nn.Module):
+    """The asymmetric autoencoder. ``use_drgo=False`` builds the paper's ablation without the edge enhancer."""
+
+    def __init__(self, use_drgo: bool = True, channels: int = LATENT_CHANNELS) -> None:
+        super().__init__()
+        self.use_drgo = use_drgo
+        self.shallow = nn.Conv2d(1, channels, 1)
+        self.multiscale = DilatedMultiScale(channels)
+        self.attention = ResidualPyramidAttention(channels)
+        self.drgo = DRGO(channels) if use_drgo else None
+        self.decoder = Decoder(channels)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """[B,1,H,W] in [0,1] -> latent [B,64,H,W]."""
+        shallow = self.shallow(x)
+        latent = self.attention(self.multiscale(shallow))
+        if self.drgo is not None:
+            latent = latent + self.drgo(shallow)
+        return latent
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent [B,64,H,W] -> image [B,1,H,W] (unclamped; the fuser clamps to [0,1])."""
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Trainable parameters (the paper reports 0.50 M)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

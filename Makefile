@@ -1,0 +1,34 @@
+# Two entry points for a fresh machine: `make demo` (set up, fuse the bundled stroke T2 + FLAIR) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test lint benchmark clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned: on these machines 2.13.0 is the local CPU build; a bare "torch" pulls CUDA.
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(PY) -m EdranFusionLib fuse EdranFusionLib/sample_data/stroke/T2.nii.gz EdranFusionLib/sample_data/stroke/FLAIR.nii.gz \
+		-o outputs/stroke_T2+FLAIR_fused.nii.gz
+	$(PY) -m EdranFusionLib preview outputs/stroke_T2+FLAIR_fused.nii.gz \
+		EdranFusionLib/sample_data/stroke/T2.nii.gz EdranFusionLib/sample_data/stroke/FLAIR.nii.gz -o outputs/stroke_preview.png
+
+test: setup
+	$(PY) -m pytest -q Testing
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+benchmark: setup
+	$(PY) -m EdranFusionLib benchmark
+
+clean:
+	rm -rf $(VENV) outputs
