@@ -43,10 +43,14 @@ class PyramidTrunk(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.paths = nn.ModuleList(
-            nn.Sequential(*[layer for _ in range(depth) for layer in (_conv3x3(channels, channels), nn.LeakyReLU(_LEAK))])
-            for depth in (1, 2, 3)
-        )
+        self.paths = nn.ModuleList(self._stack(channels, depth) for depth in (1, 2, 3))
+
+    @staticmethod
+    def _stack(channels: int, depth: int) -> nn.Sequential:
+        layers: list[nn.Module] = []
+        for _ in range(depth):
+            layers += [_conv3x3(channels, channels), nn.LeakyReLU(_LEAK)]
+        return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return sum(path(x) for path in self.paths)
