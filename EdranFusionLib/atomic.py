@@ -1,6 +1,8 @@
 """Atomic outputs: write under a temporary name beside the target, rename when complete.
 
-A failed, cancelled or interrupted run therefore leaves either the old file or nothing, never a partial one.
+A failed, cancelled or interrupted run therefore leaves either the old output or nothing, never a partial one.
+Files are written inside a hidden temporary folder under their final name (so writers that pick a format by
+suffix, and formats with companion files such as .mhd + .raw, work unchanged) and moved out at the end.
 """
 
 from __future__ import annotations
@@ -15,43 +17,33 @@ from pathlib import Path
 from .errors import EdranFusionError
 
 
-def _temporary_sibling(target: Path, directory: bool) -> Path:
-    parent = target.parent if str(target.parent) else Path(".")
+def _staging_folder(target: Path) -> Path:
+    parent = target.parent
     if not parent.is_dir():
         raise EdranFusionError(f"output folder {parent} does not exist; create it or choose another output path")
     if not os.access(parent, os.W_OK):
         raise EdranFusionError(f"output folder {parent} is not writable; choose a writable location")
-    # Keep the full suffix (e.g. ".nii.gz") so writers that choose a format by extension still work.
-    suffix = "".join(target.suffixes) if not directory else ""
-    if directory:
-        return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=parent))
-    fd, name = tempfile.mkstemp(prefix=f".{target.stem.split('.')[0]}.", suffix=f".partial{suffix}", dir=parent)
-    os.close(fd)
-    return Path(name)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=parent))
 
 
 @contextlib.contextmanager
 def atomic_output(target: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
-    """Yield a temporary path to write ``target`` (a file, or a folder if ``directory``); publish on success."""
-    target = Path(target)
-    temporary = _temporary_sibling(target, directory)
+    """Yield where to write ``target`` (a file, or a folder if ``directory``); publish it only on success."""
+    target = Path(target).absolute()
+    staging = _staging_folder(target)
     try:
-        yield temporary
-        if directory and target.is_dir():
-            shutil.rmtree(target)
-        os.replace(temporary, target)
+        yield staging if directory else staging / target.name
+        if directory:
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        else:
+            # Companions first, the named file last: a reader never sees the header without its data.
+            for produced in sorted(staging.iterdir(), key=lambda p: p.name == target.name):
+                os.replace(produced, target.parent / produced.name)
     except OSError as error:
-        _remove(temporary)
-        reason = error.strerror or str(error)
-        raise EdranFusionError(f"could not write {target}: {reason}; check free space and permissions") from error
-    except BaseException:
-        _remove(temporary)
-        raise
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        raise EdranFusionError(
+            f"could not write {target}: {error.strerror or error}; check free space and permissions"
+        ) from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,50 @@
+"""Device and precision choice: the GPU when there is one, bf16 on CPUs that compute it natively."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import EdranFusionError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an explicit device that is missing is a user error."""
+    if name not in DEVICE_CHOICES:
+        raise EdranFusionError(f"unknown device '{name}'; choose one of {', '.join(DEVICE_CHOICES)}")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EdranFusionError(
+            "device 'cuda' requested but no CUDA GPU is available to PyTorch; use --device cpu or auto"
+        )
+    if name == "mps" and not _mps_available():
+        raise EdranFusionError("device 'mps' requested but Apple MPS is not available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where oneDNN runs bf16 convolutions natively (AVX-512 BF16 or AMX), so bf16 is a speed-up."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check and check())
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: fp16 on CUDA/MPS, bf16 on CPUs with native bf16, else fp32."""
+    if name not in PRECISION_CHOICES:
+        raise EdranFusionError(f"unknown precision '{name}'; choose one of {', '.join(PRECISION_CHOICES)}")
+    if name != "auto":
+        return _DTYPES[name]
+    if device.type in ("cuda", "mps"):
+        return torch.float16
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32

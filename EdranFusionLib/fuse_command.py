@@ -1,0 +1,88 @@
+"""`fuse` sub-command: two images, two volumes or two folders of images, written atomically."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from . import images, volumes
+from .api import as_model, fuse_images, fuse_volumes
+from .atomic import atomic_output
+from .devices import DEVICE_CHOICES, PRECISION_CHOICES
+from .errors import EdranFusionError
+from .progress import progress_bar
+from .strategies import DEFAULT_STRATEGY, STRATEGY_NAMES
+from .weights import DEFAULT_MODEL
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a", help="input A: 2-D image, volume file, DICOM series folder, or folder of 2-D images")
+    parser.add_argument("b", help="input B, of the same kind as A (co-registered)")
+    parser.add_argument("-o", "--output", required=True, help="output image, volume file, DICOM folder or image folder")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or weights file (default: general)")
+    parser.add_argument("--strategy", default=DEFAULT_STRATEGY, choices=STRATEGY_NAMES, help="fusion rule")
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES)
+    parser.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: fits memory)")
+    parser.add_argument("--resample", action="store_true", help="resample volume B onto A's grid when grids differ")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def input_kind(path: Path) -> str:
+    """'image', 'volume' or 'folder' (of 2-D images); an error for anything else."""
+    if not path.exists():
+        raise EdranFusionError(f"input {path} does not exist; check the path")
+    if path.is_dir():
+        if sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)):
+            return "volume"
+        if any(images.is_image_file(p) for p in path.iterdir()):
+            return "folder"
+        raise EdranFusionError(f"folder {path} holds neither a DICOM series nor 2-D images")
+    if images.is_image_file(path):
+        return "image"
+    if volumes.volume_suffix(path):
+        return "volume"
+    raise EdranFusionError(
+        f"{path.name} has an unsupported format; use {', '.join(images.IMAGE_SUFFIXES + volumes.VOLUME_SUFFIXES)}"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    path_a, path_b, output = Path(args.a), Path(args.b), Path(args.output)
+    kind_a, kind_b = input_kind(path_a), input_kind(path_b)
+    if kind_a != kind_b:
+        raise EdranFusionError(
+            f"A is a {_KIND_WORDS[kind_a]} but B is a {_KIND_WORDS[kind_b]}; give two inputs of the same kind"
+        )
+    model = as_model(args.model)
+    settings = {"model": model, "strategy": args.strategy, "device": args.device, "precision": args.precision}
+    if kind_a == "image":
+        fused = fuse_images(images.read_image(path_a), images.read_image(path_b), **settings)
+        images.write_image(fused, output)
+    elif kind_a == "folder":
+        _fuse_folders(path_a, path_b, output, settings, args.quiet)
+    else:
+        a, b = volumes.read_volume(path_a), volumes.read_volume(path_b)
+        with progress_bar("fusing", args.quiet) as progress:
+            fused = fuse_volumes(
+                a, b, batch_size=args.batch_size, resample=args.resample, progress=progress, **settings
+            )
+        volumes.write_volume(fused, output)
+    if not args.quiet:
+        print(f"wrote {output}")
+    return 0
+
+
+_KIND_WORDS = {"image": "2-D image", "volume": "3-D volume", "folder": "folder of 2-D images"}
+
+
+def _fuse_folders(folder_a: Path, folder_b: Path, output: Path, settings: dict, quiet: bool) -> None:
+    """One fused PNG per file name in both folders; the output folder appears only when all are done."""
+    names = images.common_names(folder_a, folder_b)
+    with atomic_output(output, directory=True) as staging, progress_bar("fusing pairs", quiet) as progress:
+        for done, name in enumerate(names, start=1):
+            fused = fuse_images(images.read_image(folder_a / name), images.read_image(folder_b / name), **settings)
+            images.write_image(fused, staging / (Path(name).stem + ".png"))
+            progress(done / len(names))

@@ -1,0 +1,75 @@
+"""2-D images: reading and writing PNG/JPEG/TIFF/BMP and pairing the files of two folders by name."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .atomic import atomic_output
+from .errors import EdranFusionError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Pixels as uint8 HxW (gray) or HxWx3 (colour); 16-bit gray stays uint16.
+
+    RGB files whose three channels are equal are gray images saved as RGB and come back HxW.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise EdranFusionError(f"input file {path} does not exist; check the path")
+    if not is_image_file(path):
+        raise EdranFusionError(f"{path} is not a supported 2-D image ({', '.join(IMAGE_SUFFIXES)})")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            pixels = _pixels_of(image, path)
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise EdranFusionError(f"cannot read image {path} ({error}); the file may be truncated or corrupt") from error
+    if pixels.ndim == 3 and (pixels == pixels[..., :1]).all():
+        pixels = np.ascontiguousarray(pixels[..., 0])
+    return pixels
+
+
+def _pixels_of(image: Image.Image, path: Path) -> np.ndarray:
+    if image.mode.startswith("I;16"):
+        return np.asarray(image, dtype=np.uint16)
+    if image.mode in ("I", "F"):
+        return np.asarray(image)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        if (np.asarray(image.convert("RGBA").getchannel("A")) < 255).any():
+            raise EdranFusionError(f"{path} has transparent pixels; save it without an alpha channel")
+    return np.asarray(image.convert("L" if image.mode in ("1", "L", "LA") else "RGB"))
+
+
+def write_image(pixels: np.ndarray, path: str | os.PathLike) -> None:
+    """Write uint8 gray or RGB pixels atomically; the format follows the suffix."""
+    path = Path(path)
+    if not is_image_file(path):
+        raise EdranFusionError(f"output {path} needs an image suffix ({', '.join(IMAGE_SUFFIXES)})")
+    with atomic_output(path) as temporary:
+        Image.fromarray(pixels).save(temporary, format=Image.registered_extensions()[path.suffix.lower()])
+
+
+def common_names(folder_a: str | os.PathLike, folder_b: str | os.PathLike) -> list[str]:
+    """Image file names present in both folders, sorted; an error if there are none."""
+    shared = sorted(_image_names(folder_a) & _image_names(folder_b))
+    if not shared:
+        raise EdranFusionError(
+            f"folders {folder_a} and {folder_b} have no image file names in common; pairs are matched by file name"
+        )
+    return shared
+
+
+def _image_names(folder: str | os.PathLike) -> set[str]:
+    if not Path(folder).is_dir():
+        raise EdranFusionError(f"input folder {folder} does not exist; check the path")
+    return {p.name for p in Path(folder).iterdir() if p.is_file() and is_image_file(p)}

@@ -1,0 +1,183 @@
+"""Volumes: SimpleITK reading/writing, grid checks, resampling, and slicing along the head-foot axis.
+
+SimpleITK is the geometry currency of the library: origin, spacing and direction travel with the pixels, in
+LPS as ITK defines them. Fusion slices along whichever index axis points closest to superior-inferior, so
+sagittally or coronally stored volumes are still fused in axial planes, and the fused stack is put back into
+A's storage order so the output keeps A's grid exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .atomic import atomic_output
+from .errors import EdranFusionError
+
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+_GRID_TOLERANCE = 1e-4  # relative for spacing/direction, in mm (scaled by spacing) for the origin
+
+
+def volume_suffix(path: str | os.PathLike) -> str:
+    """The volume format suffix of ``path`` ('' for a folder or an unknown format)."""
+    name = Path(path).name.lower()
+    return next((suffix for suffix in VOLUME_SUFFIXES if name.endswith(suffix)), "")
+
+
+def read_volume(path: str | os.PathLike) -> sitk.Image:
+    """A 3-D image from a NIfTI/NRRD/MHA/MHD file or a folder holding one DICOM series."""
+    path = Path(path)
+    if not path.exists():
+        raise EdranFusionError(f"input {path} does not exist; check the path")
+    if path.is_dir():
+        image = _read_dicom_folder(path)
+    elif volume_suffix(path):
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as error:
+            raise EdranFusionError(
+                f"cannot read volume {path}; the file is truncated, corrupt or not {volume_suffix(path)}"
+            ) from error
+    else:
+        raise EdranFusionError(
+            f"{path.name} is not a supported volume ({', '.join(VOLUME_SUFFIXES)} or a DICOM folder)"
+        )
+    check_volume(image, str(path))
+    return image
+
+
+def _read_dicom_folder(folder: Path) -> sitk.Image:
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise EdranFusionError(f"folder {folder} holds no DICOM series; give a volume file or a DICOM series folder")
+    if len(series) > 1:
+        raise EdranFusionError(
+            f"folder {folder} holds {len(series)} DICOM series; put each series in its own folder and give one"
+        )
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    try:
+        return reader.Execute()
+    except RuntimeError as error:
+        raise EdranFusionError(f"cannot read the DICOM series in {folder}; a file may be corrupt") from error
+
+
+def check_volume(image: sitk.Image, what: str) -> None:
+    """Refuse what cannot be fused: not 3-D, a time series, or a vector that is not RGB."""
+    if image.GetDimension() == 4:
+        raise EdranFusionError(f"{what} is 4-D (a time series); extract one 3-D volume first")
+    if image.GetDimension() != 3:
+        raise EdranFusionError(f"{what} is {image.GetDimension()}-D; give a 3-D volume (or two 2-D images)")
+    components = image.GetNumberOfComponentsPerPixel()
+    if components not in (1, 3):
+        raise EdranFusionError(
+            f"{what} has {components} components per voxel; EdranFusion fuses scalar or RGB volumes (convert it first)"
+        )
+
+
+def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+    """True when both volumes share size, spacing, origin and direction (to a small tolerance)."""
+    if a.GetSize() != b.GetSize():
+        return False
+    spacing_a, spacing_b = np.array(a.GetSpacing()), np.array(b.GetSpacing())
+    return (
+        np.allclose(spacing_a, spacing_b, rtol=_GRID_TOLERANCE, atol=0)
+        and np.allclose(a.GetDirection(), b.GetDirection(), atol=_GRID_TOLERANCE)
+        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=_GRID_TOLERANCE * float(spacing_a.max()))
+    )
+
+
+def describe_grid(image: sitk.Image) -> str:
+    size = "x".join(str(s) for s in image.GetSize())
+    spacing = "x".join(f"{s:g}" for s in image.GetSpacing())
+    origin = ", ".join(f"{o:.1f}" for o in image.GetOrigin())
+    return f"{size} voxels of {spacing} mm at ({origin})"
+
+
+def align_to(reference: sitk.Image, moving: sitk.Image, resample: bool) -> sitk.Image:
+    """``moving`` on ``reference``'s grid: as is when the grids match, resampled (linear, world space) if asked."""
+    if same_grid(reference, moving):
+        return moving
+    if not resample:
+        raise EdranFusionError(
+            f"the volumes are on different grids (A: {describe_grid(reference)}; B: {describe_grid(moving)}); "
+            "register them or pass --resample to resample B onto A"
+        )
+    background = float(np.min(sitk.GetArrayViewFromImage(moving)))
+    return sitk.Resample(moving, reference, sitk.Transform(), sitk.sitkLinear, background, moving.GetPixelID())
+
+
+def axial_axis(image: sitk.Image) -> int:
+    """Numpy axis (of ``GetArrayFromImage``'s [k, j, i] order) closest to the superior-inferior direction."""
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    index_axis = int(np.argmax(np.abs(direction[2])))  # LPS z row: how much each index axis moves along S-I
+    return 2 - index_axis
+
+
+def to_axial_stack(array: np.ndarray, axis: int) -> np.ndarray:
+    """Move ``axis`` to the front: [slices, rows, cols(, components)]."""
+    return np.moveaxis(array, axis, 0)
+
+
+def from_axial_stack(stack: np.ndarray, axis: int) -> np.ndarray:
+    """Inverse of :func:`to_axial_stack`."""
+    return np.moveaxis(stack, 0, axis)
+
+
+def image_like(array: np.ndarray, reference: sitk.Image, is_vector: bool = False) -> sitk.Image:
+    """Wrap ``array`` with ``reference``'s origin, spacing and direction, exactly."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array), isVector=is_vector)
+    image.CopyInformation(reference)
+    return image
+
+
+def write_volume(image: sitk.Image, path: str | os.PathLike) -> None:
+    """Write atomically: a NIfTI/NRRD/MHA/MHD file by suffix, or a DICOM series when ``path`` has no suffix."""
+    path = Path(path)
+    if volume_suffix(path):
+        with atomic_output(path) as temporary:
+            sitk.WriteImage(image, str(temporary), useCompression=path.name.lower().endswith((".gz", ".nrrd", ".mha")))
+        return
+    if path.suffix:
+        raise EdranFusionError(
+            f"unsupported output format {path.name}; use {', '.join(VOLUME_SUFFIXES)} or a folder for DICOM"
+        )
+    with atomic_output(path, directory=True) as folder:
+        _write_dicom_series(image, folder)
+
+
+def _write_dicom_series(image: sitk.Image, folder: Path) -> None:
+    """One DICOM file per slice (int16 with rescale slope/intercept), geometry in the standard tags."""
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise EdranFusionError("colour volumes cannot be written as DICOM here; write .nrrd or .nii.gz instead")
+    array = sitk.GetArrayFromImage(image).astype(np.float64)
+    low, high = float(array.min()), float(array.max())
+    slope = (high - low) / 65535.0 if high > low else 1.0
+    stored = np.rint((array - low) / slope - 32768).astype(np.int16)
+    volume = image_like(stored, image)
+    direction = image.GetDirection()
+    stamp = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
+    study_uid = f"1.2.826.0.1.3680043.2.1125.{int(time.time() * 1e6)}"
+    shared_tags = {
+        "0008|0060": "OT", "0008|0020": stamp[0], "0008|0030": stamp[1], "0008|103e": "EdranFusion fused volume",
+        "0020|000d": study_uid, "0020|000e": study_uid + ".1",
+        "0020|0037": "\\".join(f"{v:.6f}" for v in (*direction[0::3], *direction[1::3])),
+        "0028|1052": f"{low + 32768 * slope:.6f}", "0028|1053": f"{slope:.9g}",
+        "0018|0050": f"{image.GetSpacing()[2]:g}",
+    }
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(volume.GetDepth()):
+        slice_image = volume[:, :, k]
+        for tag, value in shared_tags.items():
+            slice_image.SetMetaData(tag, value)
+        position = volume.TransformIndexToPhysicalPoint((0, 0, k))
+        slice_image.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in position))
+        slice_image.SetMetaData("0020|0013", str(k + 1))
+        slice_image.SetMetaData("0008|0018", f"{study_uid}.1.{k + 1}")
+        writer.SetFileName(str(folder / f"slice_{k + 1:04d}.dcm"))
+        writer.Execute(slice_image)
