@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+import SimpleITK as sitk
+
 from . import fuse_command, preview
 from .errors import EdranFusionError
 from .weights import KNOWN_MODELS, bundled_models
@@ -45,8 +47,15 @@ def _commands() -> dict[str, tuple[str, ModuleType | None]]:
     }
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage plus the message; users get the message alone, on one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m EdranFusionLib", description=__doc__.splitlines()[0])
+    parser = _OneLineParser(prog="python -m EdranFusionLib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, module) in _commands().items():
         command = sub.add_parser(name, help=help_text, description=help_text)
@@ -65,6 +74,7 @@ def _raise_interrupt(_signum: int, _frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)  # ITK's multi-line warnings; our errors say what matters
     try:
         return int(args.handler(args))
     except EdranFusionError as error:

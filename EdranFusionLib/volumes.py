@@ -8,8 +8,11 @@ A's storage order so the output keeps A's grid exactly.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -140,7 +143,7 @@ def write_volume(image: sitk.Image, path: str | os.PathLike) -> None:
     path = Path(path)
     if volume_suffix(path):
         with atomic_output(path) as temporary:
-            sitk.WriteImage(image, str(temporary), useCompression=path.name.lower().endswith((".gz", ".nrrd", ".mha")))
+            _write_with_sitk(image, temporary, compress=path.name.lower().endswith((".gz", ".nrrd", ".mha")))
         return
     if path.suffix:
         raise EdranFusionError(
@@ -150,23 +153,51 @@ def write_volume(image: sitk.Image, path: str | os.PathLike) -> None:
         _write_dicom_series(image, folder)
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence what C libraries print straight to file descriptor 2 (niftilib's "** ERROR: NWAD ...")."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _write_with_sitk(image: sitk.Image, path: Path, compress: bool) -> None:
+    """Write, then read back and compare: ITK's NIfTI writer reports a short write on stderr but does not fail."""
+    try:
+        with _quiet_native_stderr():
+            sitk.WriteImage(image, str(path), useCompression=compress)
+            written = sitk.ReadImage(str(path))
+    except RuntimeError as error:  # ITK reports full disks and file size limits this way
+        raise EdranFusionError(f"could not write {path.name}; check free space and permissions") from error
+    same = written.GetSize() == image.GetSize() and np.array_equal(
+        sitk.GetArrayViewFromImage(written), sitk.GetArrayViewFromImage(image), equal_nan=True
+    )
+    if not same:
+        raise EdranFusionError(f"could not write {path.name} completely; check free space and permissions")
+
+
 def _write_dicom_series(image: sitk.Image, folder: Path) -> None:
-    """One DICOM file per slice (int16 with rescale slope/intercept), geometry in the standard tags."""
+    """One DICOM file per slice: 16-bit signed stored values with rescale slope/intercept, geometry in the tags."""
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise EdranFusionError("colour volumes cannot be written as DICOM here; write .nrrd or .nii.gz instead")
-    array = sitk.GetArrayFromImage(image).astype(np.float64)
-    low, high = float(array.min()), float(array.max())
+    volume = sitk.Cast(image, sitk.sitkFloat32)
+    values = sitk.GetArrayViewFromImage(volume)
+    low, high = float(values.min()), float(values.max())
     slope = (high - low) / 65535.0 if high > low else 1.0
-    stored = np.rint((array - low) / slope - 32768).astype(np.int16)
-    volume = image_like(stored, image)
     direction = image.GetDirection()
-    stamp = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
     study_uid = f"1.2.826.0.1.3680043.2.1125.{int(time.time() * 1e6)}"
     shared_tags = {
-        "0008|0060": "OT", "0008|0020": stamp[0], "0008|0030": stamp[1], "0008|103e": "EdranFusion fused volume",
-        "0020|000d": study_uid, "0020|000e": study_uid + ".1",
+        "0008|0060": "OT", "0008|0020": time.strftime("%Y%m%d"), "0008|0030": time.strftime("%H%M%S"),
+        "0008|103e": "EdranFusion fused volume", "0020|000d": study_uid, "0020|000e": study_uid + ".1",
         "0020|0037": "\\".join(f"{v:.6f}" for v in (*direction[0::3], *direction[1::3])),
-        "0028|1052": f"{low + 32768 * slope:.6f}", "0028|1053": f"{slope:.9g}",
+        "0028|0100": "16", "0028|0101": "16", "0028|0102": "15", "0028|0103": "1",
+        "0028|1052": f"{low + 32768 * slope:.10g}", "0028|1053": f"{slope:.10g}",
         "0018|0050": f"{image.GetSpacing()[2]:g}",
     }
     writer = sitk.ImageFileWriter()
@@ -180,4 +211,7 @@ def _write_dicom_series(image: sitk.Image, folder: Path) -> None:
         slice_image.SetMetaData("0020|0013", str(k + 1))
         slice_image.SetMetaData("0008|0018", f"{study_uid}.1.{k + 1}")
         writer.SetFileName(str(folder / f"slice_{k + 1:04d}.dcm"))
-        writer.Execute(slice_image)
+        try:
+            writer.Execute(slice_image)
+        except RuntimeError as error:
+            raise EdranFusionError(f"could not write DICOM slice {k + 1}; check free space and permissions") from error
