@@ -1,0 +1,307 @@
+"""`evaluate` sub-command: fusion metrics of a test set for several methods, as tables, CSV/JSON and a montage.
+
+A method is a model with a fusion strategy (``--model`` x ``--strategy``, e.g. the paper's Table 2 strategies or
+its Table 4 ablation models), the element-wise average or max of the source images (``--baselines``), or a
+folder of images fused elsewhere (``--fused``). Every method is scored on every pair with every metric of
+:mod:`EdranFusionLib.metrics`; the summary is mean +- standard deviation over the pairs.
+
+Report folder (``--out``): ``summary.md`` (Markdown table), ``metrics.csv`` (one row per pair and method),
+``metrics.json`` (rows, summary and settings) and ``montage.png``; written as a whole, atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import images
+from .atomic import atomic_output
+from .color import is_colour, luminance, recolour
+from .datasets import series_of
+from .devices import DEVICE_CHOICES, PRECISION_CHOICES
+from .errors import EdranFusionError
+from .metrics import METRICS, fusion_metrics
+from .montage import MontageRow, write_montage
+from .progress import progress_bar
+from .strategies import DEFAULT_STRATEGY, STRATEGY_NAMES
+
+Fuse = Callable[[str, np.ndarray, np.ndarray], np.ndarray]
+_TWO_DECIMALS = {"PSNR", "SD", "SF"}
+_REPORT_MARKER = "metrics.json"
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named way to get the fused image of a pair (name, A, B) -> uint8 image."""
+
+    label: str
+    fuse: Fuse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a_dir", help="folder of source images A (pairs are matched by file name)")
+    parser.add_argument("b_dir", help="folder of source images B")
+    parser.add_argument("--model", action="append", default=[], metavar="[LABEL=]NAME_OR_PATH",
+                        help="bundled model or weights file to fuse with (repeatable, e.g. ablation models)")
+    parser.add_argument("--strategy", default=None,
+                        help=f"comma-separated fusion strategies for each model ({', '.join(STRATEGY_NAMES)}); "
+                             f"default {DEFAULT_STRATEGY}")
+    parser.add_argument("--baselines", action="store_true",
+                        help="also score the element-wise average and max of the source images (no network)")
+    parser.add_argument("--fused", action="append", default=[], metavar="[LABEL=]DIR",
+                        help="folder of already fused images named like the pairs (repeatable)")
+    parser.add_argument("--series", default=None, help="only pairs of these series, e.g. 16,21 (names <series><slice>)")
+    parser.add_argument("--split", default=None, metavar="JSON",
+                        help="only the validation series of a training run: its split.json or a model card")
+    parser.add_argument("--out", default=None, metavar="REPORT_DIR", help="write the report folder here")
+    parser.add_argument("--montage-pairs", type=int, default=3, help="pairs shown in montage.png (default 3)")
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+# -- methods ------------------------------------------------------------------------------------------------------
+def _labelled(text: str, exists: Callable[[str], bool]) -> tuple[str | None, str]:
+    """Split ``LABEL=VALUE`` unless the whole text is itself an existing path."""
+    if "=" in text and not exists(text):
+        label, value = text.split("=", 1)
+        if label and "/" not in label:
+            return label, value
+    return None, text
+
+
+def pixel_baseline(kind: str) -> Fuse:
+    """Element-wise average or max of the sources' luminance; a colour source keeps its chroma (as fusion does)."""
+    combine = {"average": lambda x, y: (x + y) / 2, "max": np.maximum}[kind]
+
+    def fuse(_name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ya, yb = (luminance(x) if is_colour(x) else x.astype(np.float64) for x in (a, b))
+        fused = combine(ya, yb)
+        colour = [x for x in (a, b) if is_colour(x)]
+        if colour:
+            chroma = colour[0] if len(colour) == 1 else (colour[0].astype(np.float64) + colour[1]) / 2
+            return recolour(fused, chroma)
+        return np.clip(np.rint(fused), 0, 255).astype(np.uint8)
+
+    return fuse
+
+
+def _model_method(model: str, strategy: str, device: str, precision: str) -> Fuse:
+    from .api import as_model, fuse_images  # torch is imported only when a model is used
+
+    network = as_model(model)
+
+    def fuse(_name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return fuse_images(a, b, model=network, strategy=strategy, device=device, precision=precision)
+
+    return fuse
+
+
+def _folder_method(folder: Path) -> Fuse:
+    if not folder.is_dir():
+        raise EdranFusionError(f"fused folder {folder} does not exist; check --fused")
+
+    def fuse(name: str, a: np.ndarray, _b: np.ndarray) -> np.ndarray:
+        path = folder / name
+        if not path.is_file():
+            raise EdranFusionError(f"fused folder {folder} has no image {name}; it needs one per pair")
+        fused = images.read_image(path)
+        if fused.shape[:2] != a.shape[:2]:
+            raise EdranFusionError(f"fused image {path} is {fused.shape[1]}x{fused.shape[0]}, "
+                                   f"its sources {a.shape[1]}x{a.shape[0]}; give fused images of the sources' size")
+        return fused
+
+    return fuse
+
+
+def methods_from_args(args: argparse.Namespace) -> list[Method]:
+    """The methods to compare, in the order given: models x strategies, then baselines, then fused folders."""
+    strategies = [s.strip() for s in (args.strategy or DEFAULT_STRATEGY).split(",") if s.strip()]
+    unknown = [s for s in strategies if s not in STRATEGY_NAMES]
+    if unknown:
+        raise EdranFusionError(f"unknown strategy '{unknown[0]}'; choose from {', '.join(STRATEGY_NAMES)}")
+    if args.strategy and not args.model:
+        raise EdranFusionError("--strategy needs --model: strategies fuse a model's latent features")
+    methods = []
+    for text in args.model:
+        label, model = _labelled(text, os.path.exists)
+        label = label or (Path(model).stem if os.path.exists(model) else model)
+        for strategy in strategies:
+            name = strategy if len(args.model) == 1 else f"{label}:{strategy}"
+            methods.append(Method(name, _model_method(model, strategy, args.device, args.precision)))
+    if args.baselines:
+        methods += [Method(f"pixel-{kind}", pixel_baseline(kind)) for kind in ("average", "max")]
+    for text in args.fused:
+        label, folder = _labelled(text, os.path.exists)
+        methods.append(Method(label or Path(folder).name, _folder_method(Path(folder))))
+    if not methods:
+        raise EdranFusionError("nothing to evaluate: give --model (with --strategy), --baselines or --fused")
+    labels = [m.label for m in methods]
+    duplicate = next((label for label in labels if labels.count(label) > 1), None)
+    if duplicate:
+        raise EdranFusionError(f"two methods are both called '{duplicate}'; name them with LABEL=...")
+    return methods
+
+
+# -- pairs --------------------------------------------------------------------------------------------------------
+def _split_series(path: Path) -> set[str]:
+    """Validation series from a training run's split.json or a model card that records the split."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise EdranFusionError(f"cannot read split file {path} ({error}); give a split.json or model card") from error
+    for candidate in (record, record.get("split", {}) if isinstance(record, dict) else {}):
+        if isinstance(candidate, dict) and isinstance(candidate.get("val_series"), list):
+            return {str(s) for s in candidate["val_series"]}
+    raise EdranFusionError(f"{path} records no 'val_series'; give the split.json of a training run")
+
+
+def select_pairs(a_dir: str, b_dir: str, series: str | None = None, split: str | None = None) -> list[str]:
+    """Pair file names in both folders, restricted to the given series (explicit, or a run's validation split)."""
+    names = images.common_names(a_dir, b_dir)
+    wanted = {s.strip() for s in series.split(",") if s.strip()} if series else None
+    if split:
+        from_split = _split_series(Path(split))
+        wanted = from_split if wanted is None else wanted & from_split
+    if wanted is None:
+        return names
+    chosen = [name for name in names if series_of(Path(name).stem, Path(a_dir)) in wanted]
+    if not chosen:
+        raise EdranFusionError(f"no pair in {a_dir} belongs to series {', '.join(sorted(wanted))}")
+    return chosen
+
+
+# -- scoring and summaries ----------------------------------------------------------------------------------------
+def summarise(rows: Sequence[dict], methods: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per method and metric: mean, population standard deviation and count over the pairs."""
+    summary = {}
+    for method in methods:
+        values = [row for row in rows if row["method"] == method]
+        summary[method] = {}
+        for metric in METRICS:
+            column = np.array([row[metric] for row in values], dtype=np.float64)
+            finite = bool(np.isfinite(column).all())
+            summary[method][metric] = {
+                "mean": float(column.mean()) if finite else float(column[~np.isnan(column)].mean()),
+                "std": float(column.std()) if finite else math.nan,
+                "n": len(column),
+            }
+    return summary
+
+
+def _cell(metric: str, stats: dict[str, float]) -> str:
+    digits = 2 if metric in _TWO_DECIMALS else 3
+    mean, std = stats["mean"], stats["std"]
+    if math.isinf(mean):
+        return "inf"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown_table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Methods as rows, metrics as columns, mean ± std; the best mean of each column in bold (all are
+    higher-is-better) when several methods are compared."""
+    metrics = list(METRICS)
+    best = {m: max(summary[method][m]["mean"] for method in summary) for m in metrics}
+    lines = ["| method | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
+    for method, stats in summary.items():
+        cells = []
+        for metric in metrics:
+            text = _cell(metric, stats[metric])
+            bold = len(summary) > 1 and stats[metric]["mean"] == best[metric]
+            cells.append(f"**{text}**" if bold else text)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def text_table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
+    """The summary for a terminal: aligned columns, mean ± std."""
+    metrics = list(METRICS)
+    rows = [["method", *metrics]] + [[method] + [_cell(m, stats[m]) for m in metrics]
+                                     for method, stats in summary.items()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
+def _montage_names(names: Sequence[str], count: int) -> set[str]:
+    """``count`` pairs spread evenly over the (sorted) test set."""
+    if count <= 0:
+        return set()
+    picks = np.linspace(0, len(names) - 1, min(count, len(names))).round().astype(int)
+    return {names[i] for i in picks}
+
+
+def evaluate(a_dir: str, b_dir: str, names: Sequence[str], methods: Sequence[Method],
+             montage_pairs: int = 3, progress: Callable[[float], None] | None = None
+             ) -> tuple[list[dict], list[MontageRow]]:
+    """Fuse and score every pair with every method; returns the per-pair rows and the montage rows."""
+    rows, montage_rows = [], []
+    shown = _montage_names(names, montage_pairs)
+    total = len(names) * len(methods)
+    for index, name in enumerate(names):
+        a, b = images.read_image(Path(a_dir) / name), images.read_image(Path(b_dir) / name)
+        for image, side in ((a, "A"), (b, "B")):
+            if image.dtype != np.uint8:
+                raise EdranFusionError(f"{side} image {name} is not 8-bit; the metrics are defined on 0..255 images")
+        columns = [("A", a), ("B", b)]
+        for position, method in enumerate(methods):
+            fused = method.fuse(name, a, b)
+            rows.append({"pair": name, "method": method.label, **fusion_metrics(fused, a, b)})
+            columns.append((method.label, fused))
+            if progress:
+                progress((index * len(methods) + position + 1) / total)
+        if name in shown:
+            montage_rows.append(MontageRow(Path(name).stem, columns))
+    return rows, montage_rows
+
+
+def write_report(out: Path, rows: list[dict], summary: dict, montage_rows: list[MontageRow], settings: dict) -> None:
+    """The report folder, published as a whole; an existing folder is replaced only if it is an earlier report."""
+    if out.exists() and not (out / _REPORT_MARKER).is_file():
+        raise EdranFusionError(f"{out} exists and is not an evaluation report; choose a new --out folder")
+    with atomic_output(out, directory=True) as folder:
+        (folder / "summary.md").write_text(markdown_table(summary))
+        with open(folder / "metrics.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["pair", "method", *METRICS])
+            writer.writeheader()
+            writer.writerows(rows)
+        report = {"settings": settings, "metrics": {name: vars(info) for name, info in METRICS.items()},
+                  "summary": summary, "rows": rows}
+        # Strict JSON has no inf/nan: write them as null.
+        (folder / _REPORT_MARKER).write_text(json.dumps(_json_safe(report), indent=1) + "\n")
+        if montage_rows:
+            write_montage(montage_rows, folder / "montage.png")
+
+
+def _json_safe(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    methods = methods_from_args(args)
+    names = select_pairs(args.a_dir, args.b_dir, args.series, args.split)
+    with progress_bar(f"evaluating {len(names)} pairs x {len(methods)} methods", args.quiet) as progress:
+        rows, montage_rows = evaluate(args.a_dir, args.b_dir, names, methods, args.montage_pairs, progress)
+    summary = summarise(rows, [m.label for m in methods])
+    print(f"{len(names)} pairs from {args.a_dir} and {args.b_dir}")
+    print(text_table(summary))
+    if args.out:
+        settings = {"a_dir": str(args.a_dir), "b_dir": str(args.b_dir), "pairs": list(names),
+                    "methods": [m.label for m in methods], "models": args.model, "strategy": args.strategy,
+                    "series": args.series, "split": args.split}
+        write_report(Path(args.out), rows, summary, montage_rows, settings)
+        print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,192 @@
+"""After training: measure a run's reconstruction quality, ship its weights with a model card, draw montages.
+
+``ship`` takes the run's best checkpoint (chosen by validation loss, never by test data), scores x vs x_hat
+on every validation image at the fuser's precision (PSNR and SSIM with a Gaussian window 11, sigma 1.5, data range 1), writes
+``weights/<name>.pt`` + ``<name>.json`` through ``weights.save_bundled`` and copies the run's curves to
+docs/figures. ``montage`` fuses a few validation pairs of each task with the shipped models (inputs, fused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .datasets import Sample, collect, split_by_series
+from .devices import resolve_precision
+from .errors import EdranFusionError
+from .model import EHDRAN, parameter_count
+from .weights import WEIGHTS_DIR, bundled_models, load_state_dict, model_from_state_dict, save_bundled
+
+FIGURES_DIR = Path(__file__).resolve().parent.parent / "docs" / "figures"
+PAPER_DEPARTURES = (
+    "Trained on 2 CPU cores with bf16 autocast, not on a GPU in fp32.",
+    "Random crops (see 'crop') with random flips instead of whole 256x256 images; fewer epochs than the "
+    "paper's 100 (see 'epochs'); validation loss during training on every Nth validation image (val_stride).",
+    "Perceptual loss: squared VGG16 feature difference divided by the mean square of the target's features "
+    "(scale-free across weight conventions), Caffe-convention ImageNet VGG16, gray input replicated to BGR "
+    "and mean-subtracted as those weights expect.",
+    "Train/validation split by series (no series on both sides); the paper's split is not series-aware.",
+)
+
+
+@torch.no_grad()
+def reconstruction_quality(model: EHDRAN, samples: Sequence[Sample]) -> dict:
+    """Mean PSNR (dB) and SSIM of x vs clamp(x_hat) over ``samples`` (data range 1), at the fuser's precision."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    dtype = resolve_precision("auto", torch.device("cpu"))
+    model = model.float().eval().to(memory_format=torch.channels_last)
+    psnrs, ssims = [], []
+    for sample in samples:
+        x = torch.from_numpy(sample.image)[None, None].contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            x_hat = model(x).float().clamp(0, 1)[0, 0].numpy().astype(np.float64)
+        truth = sample.image.astype(np.float64)
+        psnrs.append(peak_signal_noise_ratio(truth, x_hat, data_range=1.0))
+        ssims.append(structural_similarity(truth, x_hat, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                           use_sample_covariance=False))
+    return {"psnr_db": round(float(np.mean(psnrs)), 3), "ssim": round(float(np.mean(ssims)), 4),
+            "images": len(samples), "precision": str(dtype).replace("torch.", "")}
+
+
+def _wall_hours(run_dir: Path) -> float:
+    """Hours from the run's creation (config.json) to its last checkpoint, including resumed gaps."""
+    seconds = (run_dir / "checkpoint.pt").stat().st_mtime - (run_dir / "config.json").stat().st_mtime
+    return round(seconds / 3600, 2)
+
+
+def model_card(run_dir: Path, model: EHDRAN, note: str) -> dict:
+    """Everything a user needs to judge the weights: data, split, training, losses, metrics, departures."""
+    config = json.loads((run_dir / "config.json").read_text())
+    split = json.loads((run_dir / "split.json").read_text())
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    if not history or history[-1]["epoch"] != config["epochs"]:
+        raise EdranFusionError(f"run {run_dir} has not finished its {config['epochs']} epochs; resume it first")
+    samples = collect(config["data"])
+    _, val, _ = split_by_series(samples, config["val_series"].split(",") if config["val_series"] else None,
+                                config["val_fraction"], config["seed"])
+    best = min(history, key=lambda r: r.get("val_loss", float("inf")))
+    return {
+        "description": note,
+        "data": {"folders": [Path(p).name for p in config["data"]], "train_series": split["train_series"],
+                 "val_series": split["val_series"], "train_images": len(split["train_images"]),
+                 "val_images": len(split["val_images"]),
+                 "split": "by series (patient/study): no series on both sides"},
+        "training": {"epochs": config["epochs"], "best_epoch": best["epoch"], "steps": history[-1]["step"],
+                     "batch_size": config["batch_size"], "processes": config["world_size"], "crop": config["crop"],
+                     "flips": config["flips"], "optimizer": "Adam", "lr": config["lr"],
+                     "lr_schedule": f"per-step cosine decay to {config['lr_min']}", "seed": config["seed"],
+                     "init_from": Path(config["init_from"]).name if config["init_from"] else None,
+                     "precision": "bf16 autocast" if config["bf16"] else "fp32",
+                     "train_step_hours": round(history[-1]["train_seconds"] / 3600, 2),
+                     "wall_hours": _wall_hours(run_dir)},
+        "hardware": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": None,
+                     "torch": torch.__version__},
+        "losses": {"pixel": "MSE", "gradient_weight": config["gradient_weight"], "gradient": "Sobel x and y, MSE",
+                   "perceptual_weight": config["perceptual_weight"], "vgg_layers": config["vgg_layers"],
+                   "vgg_weights": "ImageNet VGG16, Caffe convention (vgg16_imagenet_features_bgr.npz)"},
+        "validation": {"final_loss": round(history[-1]["val_loss"], 5), "best_loss": round(best["val_loss"], 5),
+                       "reconstruction_all_val_images": reconstruction_quality(model, val)},
+        "parameters": parameter_count(model),
+        "departures_from_paper": list(PAPER_DEPARTURES)
+        + (["Fine-tuned from the 'general' model on this task's images (the paper trains each task from scratch)."]
+           if config["init_from"] else []),
+    }
+
+
+def ship(run_dir: Path, name: str, task: str, note: str, *, directory: Path = WEIGHTS_DIR,
+         figures: Path = FIGURES_DIR) -> Path:
+    """Bundle the run's best weights as model ``name`` and copy its curves next to the README's figures."""
+    state = load_state_dict(run_dir / "best.pt", None)
+    model = model_from_state_dict(state, str(run_dir / "best.pt"))
+    card = {**model_card(run_dir, model, note), "curves": f"docs/figures/curves_{name}.png"}
+    path = save_bundled(model, name, task, card, directory)
+    figures.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run_dir / "curves.png", figures / f"curves_{name}.png")
+    return path
+
+
+TASKS = {"CT-MRI": "ct-mri", "SPECT-MRI": "spect-mri", "PET-MRI": "pet-mri"}
+
+
+def _pick_pairs(split: dict, task: str, per_task: int) -> list[str]:
+    """Evenly spaced validation pair names of one task."""
+    names = sorted({n.split("/")[-1] for n in split["val_images"] if n.startswith(f"{task}/")})
+    if not names:
+        return []
+    picks = np.linspace(len(names) * 0.3, len(names) * 0.7, per_task).astype(int)
+    return [names[i] for i in sorted(set(picks))]
+
+
+def montage(data_root: Path, split_file: Path, per_task: int = 3) -> list[Path]:
+    """One PNG per task: rows of validation pairs, columns MRI | other modality | fused (SFNN-max)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from PIL import Image
+
+    from .api import fuse_images
+
+    split = json.loads(split_file.read_text())
+    installed = bundled_models()
+    written = []
+    for task, model_name in TASKS.items():
+        names = _pick_pairs(split, task, per_task)
+        if not names:
+            continue
+        model = model_name if model_name in installed else "general"
+        other = task.split("-")[0]
+        figure, axes = plt.subplots(len(names), 3, figsize=(7.5, 2.6 * len(names)), squeeze=False)
+        for row, stem in zip(axes, names):
+            mri = np.asarray(Image.open(data_root / task / "MRI" / f"{stem}.png"))
+            second = np.asarray(Image.open(data_root / task / other / f"{stem}.png"))
+            fused = fuse_images(mri, second, model=model, strategy="sfnn-max")
+            for axis, image, title in zip(row, (mri, second, fused), ("MRI", other, f"fused ({model})")):
+                axis.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
+                axis.set_title(f"{title} {stem}", fontsize=8)
+                axis.axis("off")
+        figure.tight_layout()
+        path = FIGURES_DIR / f"montage_{model_name}.png"
+        FIGURES_DIR.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=80)
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``ship`` a finished run or draw the ``montage`` figures; user errors exit 2 with one line."""
+    parser = argparse.ArgumentParser(prog="python -m EdranFusionLib.training_report")
+    commands = parser.add_subparsers(dest="command", required=True)
+    ship_parser = commands.add_parser("ship", help="bundle a finished run's best weights with a model card")
+    ship_parser.add_argument("--run-dir", type=Path, required=True)
+    ship_parser.add_argument("--name", required=True)
+    ship_parser.add_argument("--task", required=True)
+    ship_parser.add_argument("--note", default="")
+    montage_parser = commands.add_parser("montage", help="fuse validation pairs of each task into PNG montages")
+    montage_parser.add_argument("--data", type=Path, required=True, help="the harvard folder")
+    montage_parser.add_argument("--split", type=Path, required=True, help="split.json of the general run")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "ship":
+            print(ship(args.run_dir, args.name, args.task, args.note))
+        else:
+            print("\n".join(str(p) for p in montage(args.data, args.split)))
+    except EdranFusionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
