@@ -1,6 +1,11 @@
-"""Device and precision choice: the GPU when there is one, bf16 on CPUs that compute it natively."""
+"""Device, precision and CPU threading: the GPU when there is one, bf16 on CPUs that compute it natively, and
+single-threaded workers rather than torch's intra-op threads on CPUs (see :func:`worker_pool`)."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -48,3 +53,28 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     if device.type in ("cuda", "mps"):
         return torch.float16
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+
+
+@contextlib.contextmanager
+def single_threaded_ops() -> Iterator[None]:
+    """torch intra-op threads set to 1 for the block, then restored (threads created inside start with 1)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int) -> Iterator[ThreadPoolExecutor]:
+    """Threads for ``workers`` concurrent batches; with more than one, torch runs single-threaded inside each
+    so that the workers, not the operators, share the cores. Used by the fuser, SFNN and the benchmark."""
+    single = workers > 1
+    with single_threaded_ops() if single else contextlib.nullcontext():
+        pool = ThreadPoolExecutor(workers, initializer=torch.set_num_threads if single else None,
+                                  initargs=(1,) if single else ())
+        try:
+            yield pool
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)

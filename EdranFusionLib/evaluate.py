@@ -61,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--series", default=None, help="only pairs of these series, e.g. 16,21 (names <series><slice>)")
     parser.add_argument("--split", default=None, metavar="JSON",
                         help="only the validation series of a training run: its split.json or a model card")
+    parser.add_argument("--every", type=int, default=1, metavar="N",
+                        help="only every Nth selected pair (adjacent slices of a series are near duplicates)")
     parser.add_argument("--out", default=None, metavar="REPORT_DIR", help="write the report folder here")
     parser.add_argument("--montage-pairs", type=int, default=3, help="pairs shown in montage.png (default 3)")
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
@@ -79,17 +81,15 @@ def _labelled(text: str, exists: Callable[[str], bool]) -> tuple[str | None, str
 
 
 def pixel_baseline(kind: str) -> Fuse:
-    """Element-wise average or max of the sources' luminance; a colour source keeps its chroma (as fusion does)."""
+    """Element-wise average or max of the sources' luminance. As in fusion, the colour (SPECT/PET) source gives
+    the result its chroma (the first one if both are colour)."""
     combine = {"average": lambda x, y: (x + y) / 2, "max": np.maximum}[kind]
 
     def fuse(_name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         ya, yb = (luminance(x) if is_colour(x) else x.astype(np.float64) for x in (a, b))
         fused = combine(ya, yb)
-        colour = [x for x in (a, b) if is_colour(x)]
-        if colour:
-            chroma = colour[0] if len(colour) == 1 else (colour[0].astype(np.float64) + colour[1]) / 2
-            return recolour(fused, chroma)
-        return np.clip(np.rint(fused), 0, 255).astype(np.uint8)
+        colour = next((x for x in (a, b) if is_colour(x)), None)
+        return np.clip(np.rint(fused), 0, 255).astype(np.uint8) if colour is None else recolour(fused, colour)
 
     return fuse
 
@@ -164,8 +164,16 @@ def _split_series(path: Path) -> set[str]:
     raise EdranFusionError(f"{path} records no 'val_series'; give the split.json of a training run")
 
 
-def select_pairs(a_dir: str, b_dir: str, series: str | None = None, split: str | None = None) -> list[str]:
-    """Pair file names in both folders, restricted to the given series (explicit, or a run's validation split)."""
+def select_pairs(a_dir: str, b_dir: str, series: str | None = None, split: str | None = None,
+                 every: int = 1) -> list[str]:
+    """Pair file names in both folders, restricted to the given series (explicit, or a run's validation split),
+    then thinned to every ``every``-th name."""
+    if every < 1:
+        raise EdranFusionError(f"--every must be at least 1 (got {every})")
+    return _pairs_in_series(a_dir, b_dir, series, split)[::every]
+
+
+def _pairs_in_series(a_dir: str, b_dir: str, series: str | None, split: str | None) -> list[str]:
     names = images.common_names(a_dir, b_dir)
     wanted = {s.strip() for s in series.split(",") if s.strip()} if series else None
     if split:
@@ -238,7 +246,7 @@ def _montage_names(names: Sequence[str], count: int) -> set[str]:
     return {names[i] for i in picks}
 
 
-def evaluate(a_dir: str, b_dir: str, names: Sequence[str], methods: Sequence[Method],
+def evaluate(a_dir: str, b_dir: str, names: Sequence[str], methods: Sequence[Method], *,
              montage_pairs: int = 3, progress: Callable[[float], None] | None = None
              ) -> tuple[list[dict], list[MontageRow]]:
     """Fuse and score every pair with every method; returns the per-pair rows and the montage rows."""
@@ -250,7 +258,7 @@ def evaluate(a_dir: str, b_dir: str, names: Sequence[str], methods: Sequence[Met
         for image, side in ((a, "A"), (b, "B")):
             if image.dtype != np.uint8:
                 raise EdranFusionError(f"{side} image {name} is not 8-bit; the metrics are defined on 0..255 images")
-        columns = [("A", a), ("B", b)]
+        columns = [(Path(a_dir).name or "A", a), (Path(b_dir).name or "B", b)]
         for position, method in enumerate(methods):
             fused = method.fuse(name, a, b)
             rows.append({"pair": name, "method": method.label, **fusion_metrics(fused, a, b)})
@@ -292,16 +300,17 @@ def _json_safe(value: object) -> object:
 
 def run(args: argparse.Namespace) -> int:
     methods = methods_from_args(args)
-    names = select_pairs(args.a_dir, args.b_dir, args.series, args.split)
+    names = select_pairs(args.a_dir, args.b_dir, args.series, args.split, args.every)
     with progress_bar(f"evaluating {len(names)} pairs x {len(methods)} methods", args.quiet) as progress:
-        rows, montage_rows = evaluate(args.a_dir, args.b_dir, names, methods, args.montage_pairs, progress)
+        rows, montage_rows = evaluate(args.a_dir, args.b_dir, names, methods, montage_pairs=args.montage_pairs,
+                                       progress=progress)
     summary = summarise(rows, [m.label for m in methods])
     print(f"{len(names)} pairs from {args.a_dir} and {args.b_dir}")
     print(text_table(summary))
     if args.out:
         settings = {"a_dir": str(args.a_dir), "b_dir": str(args.b_dir), "pairs": list(names),
                     "methods": [m.label for m in methods], "models": args.model, "strategy": args.strategy,
-                    "series": args.series, "split": args.split}
+                    "series": args.series, "split": args.split, "every": args.every}
         write_report(Path(args.out), rows, summary, montage_rows, settings)
         print(f"wrote {args.out}")
     return 0

@@ -6,6 +6,7 @@ zoomed on the region richest in source edges (outlined on A), where fusion metho
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,8 +88,15 @@ def build_montage(rows: Sequence[MontageRow], tile: int = 160) -> Image.Image:
     return canvas
 
 
-def write_montage(rows: Sequence[MontageRow], path: str | os.PathLike, tile: int = 160) -> None:
-    """Write the montage as an optimised PNG, atomically."""
+def write_montage(rows: Sequence[MontageRow], path: str | os.PathLike, tile: int = 160,
+                  max_bytes: int = 500_000) -> None:
+    """Write the montage as an optimised PNG, atomically; above ``max_bytes`` as a 256-colour PNG instead."""
     picture = build_montage(rows, tile)
+    encoded = io.BytesIO()
+    picture.save(encoded, format="PNG", optimize=True)
+    if encoded.tell() > max_bytes:
+        encoded = io.BytesIO()
+        palette = picture.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        palette.save(encoded, format="PNG", optimize=True)
     with atomic_output(path) as temporary:
-        picture.save(temporary, format="PNG", optimize=True)
+        temporary.write_bytes(encoded.getvalue())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from .devices import worker_pool
 from .errors import EdranFusionError
 
 STRATEGY_NAMES = ("sfnn-max", "sfnn-mean", "sfnn-sum", "sfnn-identity", "fer", "fl1n", "average", "max")
@@ -22,7 +23,20 @@ def nuclear_norms(maps: torch.Tensor) -> torch.Tensor:
     """
     m = maps.float()
     gram = m @ m.mT if m.shape[-2] <= m.shape[-1] else m.mT @ m
-    return torch.linalg.eigvalsh(gram).clamp_min(0).sqrt().sum(-1)
+    return _eigvalsh(gram).clamp_min(0).sqrt().sum(-1)
+
+
+def _eigvalsh(gram: torch.Tensor) -> torch.Tensor:
+    """Batched eigenvalues. LAPACK's symmetric eigensolver threads badly at a few hundred rows (two threads take
+    ~4x the CPU time of one), so on a CPU with several torch threads the batch is split over single-threaded
+    workers instead. Inside the fuser's workers torch is already single-threaded and this is one plain call."""
+    threads = torch.get_num_threads()
+    if gram.device.type != "cpu" or threads == 1 or gram.dim() < 3:
+        return torch.linalg.eigvalsh(gram)
+    flat = gram.reshape(-1, *gram.shape[-2:])
+    with worker_pool(threads) as pool:
+        parts = list(pool.map(torch.linalg.eigvalsh, flat.chunk(threads)))
+    return torch.cat(parts).reshape(gram.shape[:-1])
 
 
 def nuclear_norms_svd(maps: torch.Tensor) -> torch.Tensor:
@@ -37,7 +51,7 @@ def sfnn_weights(fa: torch.Tensor, fb: torch.Tensor, phi: str = "max") -> tuple[
     Mean and sum give identical weights because the 1/C cancels in the ratio (as the notes point out).
     Weights are not squared (the authors' code squares them; the paper's Eq. 2 does not).
     """
-    norms = [nuclear_norms(torch.softmax(f.float(), dim=1)) for f in (fa, fb)]  # each [B, C]
+    norms = [nuclear_norms(torch.softmax(f, dim=1, dtype=torch.float32)) for f in (fa, fb)]  # each [B, C]
     if phi == "identity":
         reduced = norms
     elif phi == "max":
@@ -72,7 +86,7 @@ def fuse_latents(fa: torch.Tensor, fb: torch.Tensor, strategy: str = DEFAULT_STR
         )
     if strategy.startswith("sfnn-") and strategy in STRATEGY_NAMES:
         wa, wb = sfnn_weights(fa, fb, strategy.removeprefix("sfnn-"))
-        return (wa * fa.float() + wb * fb.float()).to(fa.dtype)
+        return (fa * wa + fb * wb).to(fa.dtype)  # float32 weights promote the products to float32
     if strategy == "fer":
         wa = _elementwise_ratio(fa.float().square(), fb.float().square())
     elif strategy == "fl1n":

@@ -20,12 +20,12 @@ from pathlib import Path
 
 if __name__ == "__main__" and not __package__:  # run as a file (Slicer --python-script): find the package
     _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
-    sys.path[:] = [_PACKAGE_PARENT] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
+    _HERE = Path(__file__).resolve().parent  # its siblings (datasets.py, ...) must not shadow other packages
+    sys.path[:] = [_PACKAGE_PARENT] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
     import EdranFusionLib  # noqa: F401
 
     __package__ = "EdranFusionLib"
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
@@ -37,11 +37,12 @@ from .errors import EdranFusionError  # noqa: E402
 from .losses import ReconstructionLoss  # noqa: E402
 from .model import EHDRAN  # noqa: E402
 from .vgg import load_vgg16  # noqa: E402
-from .weights import load_state_dict, model_from_state_dict  # noqa: E402
+from .weights import load_state_dict, model_from_state_dict, resolve  # noqa: E402
 
 # Settings that define the run: resuming with any of them changed would not continue the same run.
 RUN_DEFINING = ("data", "epochs", "batch_size", "lr", "lr_min", "crop", "flips", "gradient_weight",
-                "perceptual_weight", "vgg_layers", "val_series", "val_fraction", "val_stride", "seed", "drgo", "init_from")
+                "perceptual_weight", "vgg_layers", "val_series", "val_fraction", "val_stride", "seed", "drgo",
+                "init_from")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -151,8 +152,6 @@ class Trainer:
                                    f"({args.batch_size * context.world}); lower --batch-size or add data")
         self.total_steps = self.steps_per_epoch * args.epochs
         if args.init_from:
-            from .weights import resolve
-
             self.model = model_from_state_dict(load_state_dict(*resolve(args.init_from)), str(args.init_from))
         else:
             self.model = EHDRAN(use_drgo=args.drgo)
@@ -347,7 +346,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
     if "val_loss" in history[0]:
         left.plot(epochs, [r["val_loss"] for r in history], "s-", label="validation")
         right.plot(epochs, [r["val_psnr"] for r in history], "s-", color="C1")
-    left.set(xlabel="epoch", ylabel="loss (pixel + l1 grad + l2 perceptual)", yscale="log", title="loss")
+    left.set(xlabel="epoch", ylabel="loss: pixel + λ1 grad + λ2 perceptual", yscale="log", title="loss")
     left.legend()
     right.set(xlabel="epoch", ylabel="PSNR x vs x_hat (dB, range 1)", title="validation reconstruction")
     for axis in (left, right):
@@ -361,6 +360,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train as ``args`` say; returns the exit status (EdranFusionError propagates to the caller)."""
     _check_args(args)
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = _choose_device(args.device)
@@ -369,12 +369,12 @@ def run(args: argparse.Namespace) -> int:
         if device.type == "cuda":
             device = torch.device("cuda", context.local_rank)
             torch.cuda.set_device(device)
-        np.random.seed(args.seed)
         trainer = Trainer(args, context, device)
         trainer.prepare_run_dir()
         trainer.fit()
     finally:
         distributed.stop(context)
+        torch.set_num_threads(threads)  # in-process callers (tests, Slicer's Python) keep their setting
     return 0
 
 

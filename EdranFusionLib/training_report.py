@@ -1,9 +1,9 @@
 """After training: measure a run's reconstruction quality, ship its weights with a model card, draw montages.
 
 ``ship`` takes the run's best checkpoint (chosen by validation loss, never by test data), scores x vs x_hat
-on every validation image at the fuser's precision (PSNR and SSIM with a Gaussian window 11, sigma 1.5, data range 1), writes
-``weights/<name>.pt`` + ``<name>.json`` through ``weights.save_bundled`` and copies the run's curves to
-docs/figures. ``montage`` fuses a few validation pairs of each task with the shipped models (inputs, fused).
+on every validation image at the fuser's precision (PSNR and SSIM: Gaussian window 11, sigma 1.5, data range
+1), writes ``weights/<name>.pt`` + ``<name>.json`` through ``weights.save_bundled`` and copies the run's
+curves to docs/figures. ``montage`` fuses a few validation pairs of each task with the shipped models (inputs, fused).
 """
 
 from __future__ import annotations
@@ -64,24 +64,26 @@ def _wall_hours(run_dir: Path) -> float:
     return round(seconds / 3600, 2)
 
 
-def model_card(run_dir: Path, model: EHDRAN, note: str) -> dict:
+def model_card(run_dir: Path, model: EHDRAN, note: str, val_stride: int = 1) -> dict:
     """Everything a user needs to judge the weights: data, split, training, losses, metrics, departures."""
     config = json.loads((run_dir / "config.json").read_text())
     split = json.loads((run_dir / "split.json").read_text())
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-    if not history or history[-1]["epoch"] != config["epochs"]:
-        raise EdranFusionError(f"run {run_dir} has not finished its {config['epochs']} epochs; resume it first")
+    if not history or not (run_dir / "best.pt").is_file():
+        raise EdranFusionError(f"run {run_dir} has no completed epoch with validation yet; train or resume it first")
     samples = collect(config["data"])
     _, val, _ = split_by_series(samples, config["val_series"].split(",") if config["val_series"] else None,
                                 config["val_fraction"], config["seed"])
     best = min(history, key=lambda r: r.get("val_loss", float("inf")))
+    stopped_early = history[-1]["epoch"] < config["epochs"]
     return {
         "description": note,
         "data": {"folders": [Path(p).name for p in config["data"]], "train_series": split["train_series"],
                  "val_series": split["val_series"], "train_images": len(split["train_images"]),
                  "val_images": len(split["val_images"]),
                  "split": "by series (patient/study): no series on both sides"},
-        "training": {"epochs": config["epochs"], "best_epoch": best["epoch"], "steps": history[-1]["step"],
+        "training": {"epochs": history[-1]["epoch"], "epochs_scheduled": config["epochs"],
+                     "best_epoch": best["epoch"], "steps": history[-1]["step"],
                      "batch_size": config["batch_size"], "processes": config["world_size"], "crop": config["crop"],
                      "flips": config["flips"], "optimizer": "Adam", "lr": config["lr"],
                      "lr_schedule": f"per-step cosine decay to {config['lr_min']}", "seed": config["seed"],
@@ -95,20 +97,24 @@ def model_card(run_dir: Path, model: EHDRAN, note: str) -> dict:
                    "perceptual_weight": config["perceptual_weight"], "vgg_layers": config["vgg_layers"],
                    "vgg_weights": "ImageNet VGG16, Caffe convention (vgg16_imagenet_features_bgr.npz)"},
         "validation": {"final_loss": round(history[-1]["val_loss"], 5), "best_loss": round(best["val_loss"], 5),
-                       "reconstruction_all_val_images": reconstruction_quality(model, val)},
+                       "reconstruction_val_images": {**reconstruction_quality(model, val[::val_stride]),
+                                                     "every_nth_val_image": val_stride}},
         "parameters": parameter_count(model),
         "departures_from_paper": list(PAPER_DEPARTURES)
         + (["Fine-tuned from the 'general' model on this task's images (the paper trains each task from scratch)."]
-           if config["init_from"] else []),
+           if config["init_from"] else [])
+        + ([f"Stopped after {history[-1]['epoch']} of {config['epochs']} scheduled epochs (time budget); the "
+            f"cosine schedule had reached lr {history[-1]['lr']:.2g}. `--resume` finishes the schedule."]
+           if stopped_early else []),
     }
 
 
 def ship(run_dir: Path, name: str, task: str, note: str, *, directory: Path = WEIGHTS_DIR,
-         figures: Path = FIGURES_DIR) -> Path:
+         figures: Path = FIGURES_DIR, val_stride: int = 1) -> Path:
     """Bundle the run's best weights as model ``name`` and copy its curves next to the README's figures."""
     state = load_state_dict(run_dir / "best.pt", None)
     model = model_from_state_dict(state, str(run_dir / "best.pt"))
-    card = {**model_card(run_dir, model, note), "curves": f"docs/figures/curves_{name}.png"}
+    card = {**model_card(run_dir, model, note, val_stride), "curves": f"docs/figures/curves_{name}.png"}
     path = save_bundled(model, name, task, card, directory)
     figures.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run_dir / "curves.png", figures / f"curves_{name}.png")
@@ -127,8 +133,13 @@ def _pick_pairs(split: dict, task: str, per_task: int) -> list[str]:
     return [names[i] for i in sorted(set(picks))]
 
 
-def montage(data_root: Path, split_file: Path, per_task: int = 3) -> list[Path]:
-    """One PNG per task: rows of validation pairs, columns MRI | other modality | fused (SFNN-max)."""
+def montage(data_root: Path, split_file: Path, per_task: int = 3, figures: Path = FIGURES_DIR,
+            models: dict[str, str] | None = None) -> list[Path]:
+    """One PNG per task: rows of validation pairs, columns MRI | other modality | fused (SFNN-max).
+
+    ``models`` maps a task's model name to a bundled name or weights file; by default the bundled task model,
+    else ``general``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,25 +150,27 @@ def montage(data_root: Path, split_file: Path, per_task: int = 3) -> list[Path]:
 
     split = json.loads(split_file.read_text())
     installed = bundled_models()
+    models = models or {name: name if name in installed else "general" for name in TASKS.values()}
     written = []
     for task, model_name in TASKS.items():
         names = _pick_pairs(split, task, per_task)
         if not names:
             continue
-        model = model_name if model_name in installed else "general"
+        model = models[model_name]
         other = task.split("-")[0]
         figure, axes = plt.subplots(len(names), 3, figsize=(7.5, 2.6 * len(names)), squeeze=False)
         for row, stem in zip(axes, names):
             mri = np.asarray(Image.open(data_root / task / "MRI" / f"{stem}.png"))
             second = np.asarray(Image.open(data_root / task / other / f"{stem}.png"))
             fused = fuse_images(mri, second, model=model, strategy="sfnn-max")
-            for axis, image, title in zip(row, (mri, second, fused), ("MRI", other, f"fused ({model})")):
+            label = Path(model).stem if model not in installed else model
+            for axis, image, title in zip(row, (mri, second, fused), ("MRI", other, f"fused ({label})")):
                 axis.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
                 axis.set_title(f"{title} {stem}", fontsize=8)
                 axis.axis("off")
         figure.tight_layout()
-        path = FIGURES_DIR / f"montage_{model_name}.png"
-        FIGURES_DIR.mkdir(parents=True, exist_ok=True)
+        path = figures / f"montage_{model_name}.png"
+        figures.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=80)
         plt.close(figure)
         written.append(path)
@@ -173,13 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     ship_parser.add_argument("--name", required=True)
     ship_parser.add_argument("--task", required=True)
     ship_parser.add_argument("--note", default="")
+    ship_parser.add_argument("--val-stride", type=int, default=1, help="score every Nth validation image")
     montage_parser = commands.add_parser("montage", help="fuse validation pairs of each task into PNG montages")
     montage_parser.add_argument("--data", type=Path, required=True, help="the harvard folder")
     montage_parser.add_argument("--split", type=Path, required=True, help="split.json of the general run")
     args = parser.parse_args(argv)
     try:
         if args.command == "ship":
-            print(ship(args.run_dir, args.name, args.task, args.note))
+            print(ship(args.run_dir, args.name, args.task, args.note, val_stride=args.val_stride))
         else:
             print("\n".join(str(p) for p in montage(args.data, args.split)))
     except EdranFusionError as error:

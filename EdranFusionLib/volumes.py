@@ -108,7 +108,7 @@ def align_to(reference: sitk.Image, moving: sitk.Image, resample: bool) -> sitk.
     if not resample:
         raise EdranFusionError(
             f"the volumes are on different grids (A: {describe_grid(reference)}; B: {describe_grid(moving)}); "
-            "register them or pass --resample to resample B onto A"
+            "register them, or resample B onto A (--resample on the command line, 'Resample B onto A' in Slicer)"
         )
     background = float(np.min(sitk.GetArrayViewFromImage(moving)))
     return sitk.Resample(moving, reference, sitk.Transform(), sitk.sitkLinear, background, moving.GetPixelID())

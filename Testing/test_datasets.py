@@ -20,7 +20,7 @@ def write_pair_folder(root: Path, task: str = "SPECT-MRI", series: tuple[int, ..
                       slices: int = 2, size: int = 32) -> Path:
     """<task>/MRI/<series><slice>.png gray + <task>/SPECT/... RGB, random but seeded."""
     rng = np.random.default_rng(len(task))
-    other = task.split("-")[0]
+    other = task.split("-", maxsplit=1)[0]
     for modality in ("MRI", other):
         (root / task / modality).mkdir(parents=True, exist_ok=True)
     for s in series:

@@ -88,7 +88,8 @@ def test_each_weight_file_gets_its_own_input_convention(npz_file: Path, tmp_path
     torchvision = vgg.load_vgg16(pth_file, ["relu1_1"])
     assert (caffe.convention, torchvision.convention) == ("caffe", "torchvision")
     bgr = gray.repeat(1, 3, 1, 1) * 255 - torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     rgb = (gray.repeat(1, 3, 1, 1) - mean) / std
     assert torch.allclose(caffe(gray)["relu1_1"], _manual_relu1_1(state, bgr), atol=1e-3)
     assert torch.allclose(torchvision(gray)["relu1_1"], _manual_relu1_1(state, rgb), atol=1e-4)

@@ -40,7 +40,7 @@ def vgg_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def options(data: Path, vgg_file: Path, run_dir: Path, *extra: str) -> list[str]:
     return ["--data", str(data), "--run-dir", str(run_dir), "--val-series", "3", "--batch-size", "2",
             "--epochs", "2", "--crop", "12", "--flips", "--vgg-weights", str(vgg_file), "--vgg-layers", "relu1_2",
-            "--threads", "2", "--no-progress", *extra]
+            "--threads", "1", "--no-progress", *extra]
 
 
 def weights_of(path: Path) -> dict[str, torch.Tensor]:
@@ -93,7 +93,7 @@ def test_resumed_run_ends_with_the_same_weights(data: Path, vgg_file: Path, fini
 
 def test_sigkill_mid_run_resumes_from_the_last_complete_checkpoint(data: Path, vgg_file: Path,
                                                                   tmp_path: Path) -> None:
-    args = ["--epochs", "40", "--checkpoint-every", "1"]
+    args = ["--epochs", "3", "--checkpoint-every", "1"]
     reference = tmp_path / "reference"
     assert train.main(options(data, vgg_file, reference, *args)) == 0
     run_dir = tmp_path / "killed"
@@ -125,11 +125,18 @@ def test_two_processes_under_torchrun_end_with_identical_replicas(data: Path, vg
         "distributed.stop(context)\n"
     )
     run_dir = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                str(worker), *options(data, vgg_file, run_dir, "--batch-size", "1", "--threads", "1")]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # torchrun's workers too, not only the launcher
+        process.communicate()
+        pytest.fail("torchrun with 2 processes did not finish in 300 s")
+    assert process.returncode == 0, stderr[-2000:]
     replica0, replica1 = weights_of(run_dir / "replica0.pt"), weights_of(run_dir / "replica1.pt")
     assert_identical(replica0, replica1)
     assert json.loads((run_dir / "config.json").read_text())["world_size"] == 2
@@ -142,10 +149,10 @@ def test_two_processes_under_torchrun_end_with_identical_replicas(data: Path, vg
 def test_the_file_runs_as_a_script_as_slicer_does(data: Path, vgg_file: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "script"
     command = [sys.executable, str(TRAIN_SCRIPT), "--", *options(data, vgg_file, run_dir, "--epochs", "1")]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (run_dir / "final.pt").is_file()
-    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
     assert again.returncode == 2
     assert again.stderr.strip().splitlines() == [f"error: run folder {run_dir} already exists; pass --resume to "
                                                  "continue it or choose a new folder"]
@@ -197,5 +204,30 @@ def test_fine_tuning_starts_from_given_weights(data: Path, vgg_file: Path, finis
     moved = torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
     start = weights_of(finished_run / "final.pt")
     assert moved.keys() == start.keys()
-    difference = max(float((moved[k].float() - start[k].float()).abs().max()) for k in start)
-    assert 0 < difference < 0.01  # one small step away from the initial weights
+    learned = [k for k in start if start[k].is_floating_point() and "running_" not in k]
+    difference = max(float((moved[k] - start[k]).abs().max()) for k in learned)
+    assert 0 < difference < 1e-3  # one Adam step (lr 1e-4) away from the initial weights
+
+
+def test_shipping_a_run_writes_weights_card_and_curves(finished_run: Path, tmp_path: Path) -> None:
+    from EdranFusionLib.training_report import ship
+    from EdranFusionLib.weights import sha256_of
+
+    path = ship(finished_run, "tiny", "ct-mri", "test run", directory=tmp_path, figures=tmp_path / "figures")
+    card = json.loads((tmp_path / "tiny.json").read_text())
+    assert path.stat().st_size < 5_000_000 and card["sha256"] == sha256_of(path)
+    assert card["data"]["val_series"] == ["3"] and card["training"]["epochs"] == 2
+    quality = card["validation"]["reconstruction_val_images"]
+    assert quality["images"] == 4 and quality["psnr_db"] > 0 and -1 <= quality["ssim"] <= 1
+    assert (tmp_path / "figures" / "curves_tiny.png").is_file()
+    assert_identical(load_model(path).state_dict(), load_model(finished_run / "best.pt").state_dict())
+
+
+def test_montage_fuses_validation_pairs(data: Path, finished_run: Path, tmp_path: Path) -> None:
+    from EdranFusionLib.training_report import montage
+
+    weights = str(finished_run / "final.pt")
+    written = montage(data.parent, finished_run / "split.json", 2, tmp_path,
+                      {"ct-mri": weights, "spect-mri": weights, "pet-mri": weights})
+    assert [p.name for p in written] == ["montage_ct-mri.png"]
+    assert written[0].read_bytes()[:4] == b"\x89PNG"
