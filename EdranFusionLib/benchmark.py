@@ -32,8 +32,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import volumes
 from .api import fuse_volumes
-from .devices import DEVICE_CHOICES, PRECISION_CHOICES, cpu_has_fast_bf16, resolve_device, resolve_precision
-from .fuser import fuse_stacks, plan_fusion, single_threaded_ops, worker_pool
+from .devices import (
+    DEVICE_CHOICES,
+    PRECISION_CHOICES,
+    cpu_has_fast_bf16,
+    resolve_device,
+    resolve_precision,
+    single_threaded_ops,
+    worker_pool,
+)
+from .fuser import fuse_stacks, plan_fusion
 from .model import EHDRAN, fold_for_inference
 from .strategies import fuse_latents, nuclear_norms, nuclear_norms_svd
 

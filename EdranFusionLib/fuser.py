@@ -7,6 +7,7 @@ Everything that fuses (2-D images, volumes, the Slicer module, evaluation, bench
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import warnings
 from collections import deque
@@ -170,6 +171,9 @@ def fuse_stacks(
     plan = plan_fusion(a.shape[1:], strategy, device, precision, batch_size, workers=workers)
     output = np.zeros(a.shape, dtype=np.float32)
     busy = np.flatnonzero(a.reshape(len(a), -1).any(axis=1) | b.reshape(len(b), -1).any(axis=1))
+    batches = -(-len(busy) // plan.batch_size)
+    if 0 < batches < plan.workers:  # e.g. one 2-D pair: torch's own threads are then the only way to use the cores
+        plan = dataclasses.replace(plan, workers=batches)
     runner = _Runner(model, plan)
     in_flight: deque[tuple[np.ndarray, Future]] = deque()
     submitted = done = 0

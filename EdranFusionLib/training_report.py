@@ -58,6 +58,16 @@ def reconstruction_quality(model: EHDRAN, samples: Sequence[Sample]) -> dict:
             "images": len(samples), "precision": str(dtype).replace("torch.", "")}
 
 
+def _cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo where there is one (platform.processor() is often empty on Linux)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def _wall_hours(run_dir: Path) -> float:
     """Hours from the run's creation (config.json) to its last checkpoint, including resumed gaps."""
     seconds = (run_dir / "checkpoint.pt").stat().st_mtime - (run_dir / "config.json").stat().st_mtime
@@ -87,11 +97,11 @@ def model_card(run_dir: Path, model: EHDRAN, note: str, val_stride: int = 1) -> 
                      "batch_size": config["batch_size"], "processes": config["world_size"], "crop": config["crop"],
                      "flips": config["flips"], "optimizer": "Adam", "lr": config["lr"],
                      "lr_schedule": f"per-step cosine decay to {config['lr_min']}", "seed": config["seed"],
-                     "init_from": Path(config["init_from"]).name if config["init_from"] else None,
+                     "init_from": config["init_from"],
                      "precision": "bf16 autocast" if config["bf16"] else "fp32",
                      "train_step_hours": round(history[-1]["train_seconds"] / 3600, 2),
                      "wall_hours": _wall_hours(run_dir)},
-        "hardware": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": None,
+        "hardware": {"cpu": _cpu_name(), "cores": os.cpu_count(), "gpu": None,
                      "torch": torch.__version__},
         "losses": {"pixel": "MSE", "gradient_weight": config["gradient_weight"], "gradient": "Sobel x and y, MSE",
                    "perceptual_weight": config["perceptual_weight"], "vgg_layers": config["vgg_layers"],

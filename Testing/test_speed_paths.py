@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from EdranFusionLib import fuser
+from EdranFusionLib import benchmark, fuser
 from EdranFusionLib.fuser import auto_batch_size, fuse_stacks
 from EdranFusionLib.model import EHDRAN, fold_for_inference
 from EdranFusionLib.strategies import fuse_latents, nuclear_norms, sfnn_weights
@@ -110,3 +110,10 @@ def test_out_of_memory_halves_the_batch_then_falls_back_with_a_warning(model, mo
         result = fuse_stacks(a, b, model, precision="fp32", device="cpu", batch_size=4, workers=2)
     assert sorted(set(failures), reverse=True) == [4, 2, 1] and failures[-1] == 1
     np.testing.assert_allclose(result, expected, atol=1e-6)
+
+
+def test_benchmark_counts_the_model_flops_and_the_inference_form_saves_some():
+    model = EHDRAN().eval()
+    reference, folded = benchmark.model_flops(model), benchmark.model_flops(fold_for_inference(model))
+    assert 100e9 < reference < 150e9  # 2 encodes + 1 decode of 256x256, about 122 GFLOP
+    assert folded < reference
