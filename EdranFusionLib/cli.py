@@ -15,10 +15,9 @@ from types import ModuleType
 import SimpleITK as sitk
 
 from . import fuse_command, preview
-from .errors import EdranFusionError
+from .arguments import OneLineParser, run_reporting_errors
 from .weights import KNOWN_MODELS, bundled_models
 
-EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
@@ -47,15 +46,8 @@ def _commands() -> dict[str, tuple[str, ModuleType | None]]:
     }
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse prints usage plus the message; users get the message alone, on one line."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="python -m EdranFusionLib", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m EdranFusionLib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, module) in _commands().items():
         command = sub.add_parser(name, help=help_text, description=help_text)
@@ -76,10 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     sitk.ProcessObject_SetGlobalWarningDisplay(False)  # ITK's multi-line warnings; our errors say what matters
     try:
-        return int(args.handler(args))
-    except EdranFusionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return run_reporting_errors(args.handler, args)
     except KeyboardInterrupt:
         print("error: interrupted; no output was written", file=sys.stderr)
         return EXIT_INTERRUPTED

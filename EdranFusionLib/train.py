@@ -30,6 +30,7 @@ import torch  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from . import distributed  # noqa: E402
+from .arguments import OneLineParser, run_reporting_errors  # noqa: E402
 from .atomic import atomic_output  # noqa: E402
 from .datasets import TrainingImages, collect, split_by_series, validation_batches  # noqa: E402
 from .devices import cpu_has_fast_bf16  # noqa: E402
@@ -383,14 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--"]:  # Slicer passes the script's own arguments after "--"
         argv = argv[1:]
-    parser = argparse.ArgumentParser(prog="python -m EdranFusionLib.train", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m EdranFusionLib.train", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except EdranFusionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":
