@@ -153,12 +153,13 @@ def methods_from_args(args: argparse.Namespace) -> list[Method]:
 
 # -- pairs --------------------------------------------------------------------------------------------------------
 def _split_series(path: Path) -> set[str]:
-    """Validation series from a training run's split.json or a model card that records the split."""
+    """Validation series from a training run's split.json, or a model card (under "data" or "split")."""
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise EdranFusionError(f"cannot read split file {path} ({error}); give a split.json or model card") from error
-    for candidate in (record, record.get("split", {}) if isinstance(record, dict) else {}):
+    nested = [record.get(key) for key in ("split", "data")] if isinstance(record, dict) else []
+    for candidate in (record, *nested):
         if isinstance(candidate, dict) and isinstance(candidate.get("val_series"), list):
             return {str(s) for s in candidate["val_series"]}
     raise EdranFusionError(f"{path} records no 'val_series'; give the split.json of a training run")

@@ -104,7 +104,8 @@ def test_fused_folder_and_series_selection(pair_folders, tmp_path):
         assert all(theirs[name][m] == ours[name][m] for m in METRICS)
 
 
-@pytest.mark.parametrize("record", [{"val_series": ["16"]}, {"name": "card", "split": {"val_series": [16]}}])
+@pytest.mark.parametrize("record", [{"val_series": ["16"]}, {"name": "card", "split": {"val_series": [16]}},
+                                    {"name": "card", "data": {"train_series": ["21"], "val_series": ["16"]}}])
 def test_split_file_restricts_to_validation_series(pair_folders, tmp_path, record):
     a_dir, b_dir = pair_folders
     split = tmp_path / "split.json"
