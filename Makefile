@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
+	mkdir -p outputs
 	$(PY) -m EdranFusionLib fuse EdranFusionLib/sample_data/stroke/T2.nii.gz EdranFusionLib/sample_data/stroke/FLAIR.nii.gz \
 		-o outputs/stroke_T2+FLAIR_fused.nii.gz
 	$(PY) -m EdranFusionLib preview outputs/stroke_T2+FLAIR_fused.nii.gz \
