@@ -126,3 +126,25 @@ def test_nan_voxels_are_rejected(model):
     array[1, 4, 4] = np.nan
     with pytest.raises(EdranFusionError, match="NaN"):
         fuse_volumes(sitk.GetImageFromArray(array), sitk.GetImageFromArray(blob_image((3, 16, 16), 18)), model=model)
+
+
+API_BAD_INPUTS = [
+    ("inf voxels", lambda: np.where(np.arange(768).reshape(3, 16, 16) == 7, np.inf, 1.0), {}, "NaN or infinite"),
+    ("all-zero volume", lambda: np.zeros((3, 16, 16), np.float32), {}, "constant"),
+    ("slices under 8x8", lambda: blob_image((3, 16, 6), 19), {}, "too small"),
+    ("mismatched shapes", lambda: blob_image((3, 16, 20), 20), {}, "different grids"),
+    ("unknown strategy", lambda: blob_image((3, 16, 16), 21), {"strategy": "median"}, "unknown strategy"),
+    ("unknown model", lambda: blob_image((3, 16, 16), 22), {"model": "mri-ultrasound"}, "unknown model"),
+    ("unknown device", lambda: blob_image((3, 16, 16), 23), {"device": "tpu"}, "unknown device"),
+]
+
+
+@pytest.mark.parametrize(("case", "make_b", "options", "message"), API_BAD_INPUTS, ids=[c[0] for c in API_BAD_INPUTS])
+def test_python_api_rejects_bad_volumes_with_one_line_errors(model, case, make_b, options, message):
+    array_b = make_b()
+    shape_a = (3, 16, 16) if case == "mismatched shapes" else array_b.shape
+    a = sitk.GetImageFromArray(blob_image(shape_a, 24))
+    settings = {"model": model, **options}
+    with pytest.raises(EdranFusionError, match=message) as error:
+        fuse_volumes(a, sitk.GetImageFromArray(array_b), **settings)
+    assert "\n" not in str(error.value)

@@ -289,3 +289,32 @@ def test_output_that_is_an_input_is_refused(scene, rng, fuse):
     with pytest.raises(EdranFusionError, match="one of the inputs"):
         fuse(node_a, node_b, node_b)
     assert _snapshot(scene) == before
+
+
+def _with_nan(rng) -> np.ndarray:
+    array = _brain_like(rng)
+    array[2, 3, 4] = np.nan
+    return array
+
+
+BRIDGE_BAD_INPUTS = [
+    ("NaN voxels", _with_nan, {}, "NaN or infinite"),
+    ("constant volume", lambda rng: np.full(SHAPE, 5.0, np.float32), {}, "constant"),
+    ("all-zero volume", lambda rng: np.zeros(SHAPE, np.float32), {}, "constant"),
+    ("4-component vector", lambda rng: np.ones((*SHAPE, 4), np.uint8), {}, "4 components"),
+    ("slices under 8x8", lambda rng: _brain_like(rng, shape=(6, 5, 5)), {}, "too small"),
+    ("unknown strategy", _brain_like, {"strategy": "median"}, "unknown strategy"),
+    ("unknown model", _brain_like, {"model": "mri-ultrasound"}, "unknown model"),
+]
+
+
+@pytest.mark.parametrize("case", BRIDGE_BAD_INPUTS, ids=[c[0] for c in BRIDGE_BAD_INPUTS])
+def test_bad_inputs_are_refused_and_the_scene_is_unchanged(scene, rng, fuse, case):
+    _name, make_b, options, message = case
+    array_b = make_b(rng)
+    node_a = _volume(scene, _brain_like(rng, shape=array_b.shape[:3]), name="A")
+    node_b = _volume(scene, array_b, name="B")
+    before = _snapshot(scene)
+    with pytest.raises(EdranFusionError, match=message):
+        fuse(node_a, node_b, **options)
+    assert _snapshot(scene) == before
