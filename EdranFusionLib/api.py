@@ -14,10 +14,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import volumes
-from .color import is_colour, luminance, recolour
+from .color import is_colour, recolour
 from .errors import EdranFusionError
 from .fuser import Cancel, Progress, fuse_stacks
-from .intensity import EIGHT_BIT, IntensityWindow, window_for
+from .intensity import IntensityWindow, luminance_window
 from .model import EHDRAN
 from .strategies import DEFAULT_STRATEGY
 from .weights import DEFAULT_MODEL, load_model
@@ -33,15 +33,6 @@ def as_model(model: EHDRAN | str | os.PathLike) -> EHDRAN:
     return model if isinstance(model, EHDRAN) else _cached_model(str(model))
 
 
-def _gray_of(pixels: np.ndarray, what: str) -> tuple[np.ndarray, IntensityWindow]:
-    """Luminance (for colour) and the window that maps it to [0,1]."""
-    if is_colour(pixels):
-        if pixels.dtype != np.uint8:
-            raise EdranFusionError(f"{what} is colour but not 8-bit; give 8-bit RGB colour data")
-        return luminance(pixels).astype(np.float32), EIGHT_BIT
-    return pixels, window_for(pixels, what)
-
-
 def _chroma_source(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     """The colour input whose Cb/Cr the result takes; both colour: their mean."""
     colours = [x for x in (a, b) if is_colour(x)]
@@ -54,8 +45,8 @@ def _fuse_luminance(
     a: np.ndarray, b: np.ndarray, model: EHDRAN | str | os.PathLike, options: dict
 ) -> tuple[np.ndarray, IntensityWindow, np.ndarray | None]:
     """Fuse [N, H, W(, 3)] stacks on luminance; returns fused [0,1] stack, A's window, chroma source."""
-    gray_a, window_a = _gray_of(a, "input A")
-    gray_b, window_b = _gray_of(b, "input B")
+    gray_a, window_a = luminance_window(a, "input A")
+    gray_b, window_b = luminance_window(b, "input B")
     fused = fuse_stacks(window_a.normalise(gray_a), window_b.normalise(gray_b), as_model(model), **options)
     return fused, window_a, _chroma_source(a, b)
 

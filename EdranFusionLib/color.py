@@ -30,6 +30,11 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(rgb, dtype=np.float64) @ _RGB_TO_YCBCR[0]
 
 
+def gray_levels(pixels: np.ndarray) -> np.ndarray:
+    """Float64 gray values: the BT.601 luminance of RGB data, the values themselves otherwise."""
+    return luminance(pixels) if is_colour(pixels) else np.asarray(pixels, dtype=np.float64)
+
+
 def is_colour(array: np.ndarray) -> bool:
     """True for arrays whose last axis holds three colour components."""
     return array.ndim >= 3 and array.shape[-1] == 3

@@ -21,14 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from .color import luminance
 from .errors import EdranFusionError
-from .intensity import window_for
+from .images import IMAGE_SUFFIXES, read_image
+from .intensity import luminance_window, window_for
+from .volumes import VOLUME_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 MIN_FOREGROUND = 0.10
 _PAIR_NAME = re.compile(r"^(\d+)(\d{3})$")
 
@@ -54,20 +52,9 @@ def series_of(stem: str, where: Path) -> str:
 
 
 def load_gray(path: Path) -> np.ndarray:
-    """An image file as float32 [0,1]; colour images give their Y channel, 16-bit ones the fuser's window."""
-    try:
-        with Image.open(path) as handle:
-            image = handle.convert("RGB") if handle.mode in ("RGBA", "P", "CMYK", "LA") else handle.copy()
-    except (OSError, UnidentifiedImageError) as error:
-        raise EdranFusionError(
-            f"cannot read image {path} ({type(error).__name__}); replace or remove the file"
-        ) from error
-    data = np.asarray(image)
-    if data.ndim == 3:
-        return (luminance(data[..., :3]) / 255.0).astype(np.float32)
-    if data.dtype == np.uint8:
-        return data.astype(np.float32) / 255.0
-    return window_for(data, f"image {path}").normalise(data)
+    """An image file as float32 [0,1], normalised exactly as the fuser normalises it (colour: the Y channel)."""
+    gray, window = luminance_window(read_image(path), f"image {path}")
+    return window.normalise(gray)
 
 
 def _files(folder: Path, suffixes: Sequence[str]) -> list[Path]:

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import images
 from .atomic import atomic_output
-from .color import is_colour, luminance, recolour
+from .color import gray_levels, is_colour, recolour
 from .datasets import series_of
 from .devices import DEVICE_CHOICES, PRECISION_CHOICES
 from .errors import EdranFusionError
@@ -86,7 +86,7 @@ def pixel_baseline(kind: str) -> Fuse:
     combine = {"average": lambda x, y: (x + y) / 2, "max": np.maximum}[kind]
 
     def fuse(_name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        ya, yb = (luminance(x) if is_colour(x) else x.astype(np.float64) for x in (a, b))
+        ya, yb = gray_levels(a), gray_levels(b)
         fused = combine(ya, yb)
         colour = next((x for x in (a, b) if is_colour(x)), None)
         return np.clip(np.rint(fused), 0, 255).astype(np.uint8) if colour is None else recolour(fused, colour)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .color import is_colour, luminance
 from .errors import EdranFusionError
 
 LOW_PERCENTILE = 0.5
@@ -58,3 +59,14 @@ def window_for(data: np.ndarray, what: str) -> IntensityWindow:
     if high <= low:  # mostly one value with a few outliers: fall back to the full range
         low, high = float(data.min()), float(data.max())
     return IntensityWindow(float(low), float(high))
+
+
+def luminance_window(pixels: np.ndarray, what: str) -> tuple[np.ndarray, IntensityWindow]:
+    """Gray values (BT.601 luminance for 8-bit RGB) and the window that maps them to [0,1]."""
+    if not is_colour(pixels):
+        return pixels, window_for(pixels, what)
+    if pixels.dtype != np.uint8:
+        raise EdranFusionError(f"{what} is colour but not 8-bit; give 8-bit RGB colour data")
+    gray = luminance(pixels).astype(np.float32)
+    check_values(gray, what)
+    return gray, EIGHT_BIT

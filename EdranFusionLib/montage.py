@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 from .atomic import atomic_output
-from .color import is_colour, luminance
+from .color import gray_levels, is_colour
 
 _TITLE_HEIGHT = 18
 _GAP = 4
@@ -34,7 +34,7 @@ class MontageRow:
 
 def zoom_box(a: np.ndarray, b: np.ndarray, fraction: float = 0.25) -> tuple[int, int, int]:
     """(top, left, side) of the square, ``fraction`` of the smaller image side, holding most source edge energy."""
-    gray = sum(luminance(x) if is_colour(x) else x.astype(np.float64) for x in (a, b))
+    gray = gray_levels(a) + gray_levels(b)
     energy = np.hypot(ndimage.sobel(gray, axis=0), ndimage.sobel(gray, axis=1))
     side = max(8, int(min(gray.shape) * fraction))
     totals = ndimage.uniform_filter(energy, side, mode="constant")

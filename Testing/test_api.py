@@ -148,3 +148,10 @@ def test_python_api_rejects_bad_volumes_with_one_line_errors(model, case, make_b
     with pytest.raises(EdranFusionError, match=message) as error:
         fuse_volumes(a, sitk.GetImageFromArray(array_b), **settings)
     assert "\n" not in str(error.value)
+
+
+def test_constant_colour_image_is_rejected(model):
+    flat_red = np.zeros((32, 32, 3), np.uint8)
+    flat_red[..., 0] = 200
+    with pytest.raises(EdranFusionError, match="constant"):
+        fuse_images(blob_image((32, 32), 1), flat_red, model=model)

@@ -5,16 +5,14 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage, special
 
-from ..color import is_colour, luminance
+from ..color import gray_levels
 
 DATA_RANGE = 255.0
 
 
 def gray(image: np.ndarray) -> np.ndarray:
     """2-D float64 on the 0..255 scale; RGB becomes its BT.601 luminance Y."""
-    array = np.asarray(image)
-    if is_colour(array):
-        array = luminance(array)
+    array = gray_levels(np.asarray(image))
     if array.ndim != 2:
         raise ValueError(f"metrics need a 2-D gray or HxWx3 RGB image, got shape {array.shape}")
     return array.astype(np.float64, copy=False)
