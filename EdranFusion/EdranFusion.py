@@ -419,17 +419,17 @@ class EdranFusionLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def choices() -> dict:
         """Names offered in the panel: installed bundled models, fusion strategies and devices."""
-        from EdranFusionLib.devices import DEVICE_CHOICES
-        from EdranFusionLib.strategies import STRATEGY_NAMES
-        from EdranFusionLib.weights import bundled_models
+        from EdranFusionLib.fusion.rules import STRATEGY_NAMES
+        from EdranFusionLib.io.weights import bundled_models
+        from EdranFusionLib.network.devices import DEVICE_CHOICES
 
         return {"model": list(bundled_models()), "strategy": list(STRATEGY_NAMES), "device": list(DEVICE_CHOICES)}
 
     @staticmethod
     def describeDevice(device: str) -> str:
         """Where ``device`` (auto/cpu/cuda/mps) runs here, e.g. "cuda (NVIDIA RTX A4000)", or why it cannot."""
-        from EdranFusionLib.devices import resolve_device
         from EdranFusionLib.errors import EdranFusionError
+        from EdranFusionLib.network.devices import resolve_device
 
         try:
             resolved = resolve_device(device)
@@ -504,7 +504,7 @@ class EdranFusionTest(ScriptedLoadableModuleTest):
     def _randomModelFile(self) -> str:
         import torch
 
-        from EdranFusionLib.model import EHDRAN
+        from EdranFusionLib.network.model import EHDRAN
 
         torch.manual_seed(0)
         path = pathlib.Path(slicer.app.temporaryPath) / "EdranFusionTest_random_model.pt"

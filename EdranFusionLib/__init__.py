@@ -3,27 +3,11 @@
     >>> from EdranFusionLib import fuse_volumes, read_volume, write_volume
     >>> fused = fuse_volumes(read_volume("T2.nii.gz"), read_volume("FLAIR.nii.gz"), model="general")
     >>> write_volume(fused, "fused.nii.gz")
+
+Layers, each importing only those before it: errors -> network (model, VGG, losses, devices) -> io (files,
+weights) -> fusion (rules incl. SFNN, colour, intensity, fuser, pipeline) -> training -> evaluation ->
+benchmarks -> api, slicer_bridge -> commands (the CLI).
 """
 
-from .api import fuse_images, fuse_volumes
-from .errors import EdranFusionError, FusionCancelled
-from .images import read_image, write_image
-from .model import EHDRAN
-from .strategies import STRATEGY_NAMES
-from .volumes import read_volume, write_volume
-from .weights import bundled_models, load_model
-
-__all__ = [
-    "EHDRAN",
-    "STRATEGY_NAMES",
-    "EdranFusionError",
-    "FusionCancelled",
-    "bundled_models",
-    "fuse_images",
-    "fuse_volumes",
-    "load_model",
-    "read_image",
-    "read_volume",
-    "write_image",
-    "write_volume",
-]
+from .api import *  # noqa: F403 (the public names, listed once in api.py)
+from .api import __all__  # noqa: F401

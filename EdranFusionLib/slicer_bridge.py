@@ -25,7 +25,7 @@ import vtk
 from vtk.util import numpy_support
 
 from .errors import EdranFusionError
-from .intensity import window_for
+from .fusion.intensity import window_for
 
 _RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0])
 _ORTHOGONALITY_TOLERANCE = 1e-4
@@ -207,10 +207,10 @@ def fuse_volume_nodes(
 ) -> Any:
     """Fuse two volume nodes into ``output`` (or a new node named "A+B fused"); returns the output node.
 
-    ``options`` go to :func:`EdranFusionLib.api.fuse_volumes` (model, strategy, device, precision, batch_size,
+    ``options`` go to :func:`EdranFusionLib.fuse_volumes` (model, strategy, device, precision, batch_size,
     resample). Raises EdranFusionError for bad input and FusionCancelled on cancel, before the scene changes.
     """
-    from .api import fuse_volumes  # torch is imported only when a fusion actually runs
+    from .fusion.pipeline import fuse_volumes  # torch is imported only when a fusion actually runs
 
     _check_nodes(node_a, node_b, output)
     image_a, image_b = image_from_volume_node(node_a), image_from_volume_node(node_b)

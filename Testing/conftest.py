@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from EdranFusionLib.model import EHDRAN
+from EdranFusionLib.network.model import EHDRAN
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO / "EdranFusionLib" / "sample_data" / "stroke"

@@ -6,9 +6,9 @@ import SimpleITK as sitk
 from conftest import blob_image, oblique_volume
 
 from EdranFusionLib import fuse_images, fuse_volumes
-from EdranFusionLib.color import rgb_to_ycbcr
 from EdranFusionLib.errors import EdranFusionError
-from EdranFusionLib.volumes import axial_axis
+from EdranFusionLib.fusion.color import rgb_to_ycbcr
+from EdranFusionLib.io.volumes import axial_axis
 
 
 def test_gray_images_give_gray_uint8_of_same_odd_size(model):
@@ -94,7 +94,7 @@ def test_different_grids_need_resample(model):
 
 
 def test_resampling_happens_in_world_space():
-    from EdranFusionLib.volumes import align_to
+    from EdranFusionLib.io.volumes import align_to
 
     array = blob_image((10, 12, 14), 15, np.float32)
     a = sitk.GetImageFromArray(array)

@@ -23,9 +23,9 @@ import torch
 from conftest import REPO, SAMPLE_DIR, blob_image, oblique_volume
 from PIL import Image
 
-from EdranFusionLib.cli import main
-from EdranFusionLib.model import EHDRAN
-from EdranFusionLib.weights import bundled_models
+from EdranFusionLib.commands.cli import main
+from EdranFusionLib.io.weights import bundled_models
+from EdranFusionLib.network.model import EHDRAN
 
 
 def cli(*args: str | Path) -> subprocess.CompletedProcess:

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from EdranFusionLib.color import luminance, recolour, rgb_to_ycbcr, ycbcr_to_rgb
+from EdranFusionLib.fusion.color import luminance, recolour, rgb_to_ycbcr, ycbcr_to_rgb
 
 
 def test_known_values_match_bt601_full_range():

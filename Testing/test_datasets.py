@@ -10,10 +10,10 @@ import SimpleITK as sitk
 import torch
 from PIL import Image
 
-from EdranFusionLib.color import luminance
-from EdranFusionLib.datasets import TrainingImages, collect, split_by_series, validation_batches
 from EdranFusionLib.errors import EdranFusionError
-from EdranFusionLib.intensity import window_for
+from EdranFusionLib.fusion.color import luminance
+from EdranFusionLib.fusion.intensity import window_for
+from EdranFusionLib.training.datasets import TrainingImages, collect, split_by_series, validation_batches
 
 
 def write_pair_folder(root: Path, task: str = "SPECT-MRI", series: tuple[int, ...] = (3, 12),

@@ -12,11 +12,11 @@ import pytest
 from conftest import blob_image
 from PIL import Image
 
-from EdranFusionLib.cli import main
-from EdranFusionLib.color import luminance
-from EdranFusionLib.evaluate import markdown_table, pixel_baseline, select_pairs, summarise
-from EdranFusionLib.metrics import METRICS, fusion_metrics
-from EdranFusionLib.montage import MontageRow, build_montage, zoom_box
+from EdranFusionLib.commands.cli import main
+from EdranFusionLib.evaluation.evaluate import markdown_table, pixel_baseline, select_pairs, summarise
+from EdranFusionLib.evaluation.metrics import METRICS, fusion_metrics
+from EdranFusionLib.evaluation.montage import MontageRow, build_montage, zoom_box
+from EdranFusionLib.fusion.color import luminance
 
 NAMES = ("16003.png", "16004.png", "21001.png", "21002.png")
 

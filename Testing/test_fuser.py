@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from EdranFusionLib.errors import EdranFusionError, FusionCancelled
-from EdranFusionLib.fuser import auto_batch_size, fuse_stacks, plan_fusion
-from EdranFusionLib.model import EHDRAN
+from EdranFusionLib.fusion.fuser import auto_batch_size, fuse_stacks, plan_fusion
+from EdranFusionLib.network.model import EHDRAN
 
 
 def _stacks(n=5, h=24, w=36, seed=0):

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from EdranFusionLib import vgg
 from EdranFusionLib.errors import EdranFusionError
-from EdranFusionLib.losses import ReconstructionLoss, gradient_loss, perceptual_loss, sobel
+from EdranFusionLib.network import vgg
+from EdranFusionLib.network.losses import ReconstructionLoss, gradient_loss, perceptual_loss, sobel
 
 SHARED_VGG = Path(__file__).resolve().parents[2] / "shared" / "weights" / "vgg16_imagenet_features_bgr.npz"
 

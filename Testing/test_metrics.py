@@ -20,8 +20,7 @@ from scipy import ndimage
 from skimage import filters
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from EdranFusionLib.color import luminance
-from EdranFusionLib.metrics import (
+from EdranFusionLib.evaluation.metrics import (
     METRICS,
     entropy,
     fmi,
@@ -36,9 +35,10 @@ from EdranFusionLib.metrics import (
     standard_deviation,
     vif,
 )
-from EdranFusionLib.metrics.fsim import fsim_features
-from EdranFusionLib.metrics.information import fmi_features
-from EdranFusionLib.phase_congruency import phase_congruency, phase_congruency_energy
+from EdranFusionLib.evaluation.metrics.fsim import fsim_features
+from EdranFusionLib.evaluation.metrics.information import fmi_features
+from EdranFusionLib.evaluation.metrics.phase_congruency import phase_congruency, phase_congruency_energy
+from EdranFusionLib.fusion.color import luminance
 
 REFERENCE_TOLERANCE = 1e-9  # agreement demanded of independent implementations of the same definition
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from EdranFusionLib.model import EHDRAN, parameter_count
+from EdranFusionLib.network.model import EHDRAN, parameter_count
 
 
 def test_parameter_count_matches_paper_scale():

@@ -19,7 +19,7 @@ import torch
 import vtk
 
 from EdranFusionLib.errors import EdranFusionError, FusionCancelled
-from EdranFusionLib.model import EHDRAN
+from EdranFusionLib.network.model import EHDRAN
 from EdranFusionLib.slicer_bridge import (
     fuse_volume_nodes,
     ijk_to_ras_from_image,

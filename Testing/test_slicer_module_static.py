@@ -164,9 +164,9 @@ def test_parameter_bound_widgets_match_the_parameter_node(ui, module_tree):
 
 def test_parameter_defaults_are_the_library_defaults(module_tree):
     pytest.importorskip("torch")
-    from EdranFusionLib.devices import DEVICE_CHOICES
-    from EdranFusionLib.strategies import DEFAULT_STRATEGY
-    from EdranFusionLib.weights import DEFAULT_MODEL, KNOWN_MODELS
+    from EdranFusionLib.fusion.rules import DEFAULT_STRATEGY
+    from EdranFusionLib.io.weights import DEFAULT_MODEL, KNOWN_MODELS
+    from EdranFusionLib.network.devices import DEVICE_CHOICES
 
     defaults = _parameter_defaults(module_tree)
     assert defaults["model"] == DEFAULT_MODEL

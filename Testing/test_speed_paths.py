@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from EdranFusionLib import benchmark, fuser
-from EdranFusionLib.fuser import auto_batch_size, fuse_stacks
-from EdranFusionLib.model import EHDRAN, fold_for_inference
-from EdranFusionLib.strategies import fuse_latents, nuclear_norms, sfnn_weights
+from EdranFusionLib.benchmarks import speed as benchmark
+from EdranFusionLib.fusion import fuser
+from EdranFusionLib.fusion.fuser import auto_batch_size, fuse_stacks
+from EdranFusionLib.fusion.rules import fuse_latents
+from EdranFusionLib.fusion.sfnn import nuclear_norms, sfnn_weights
+from EdranFusionLib.network.model import EHDRAN, fold_for_inference
 
 
 def _trained_looking(use_drgo: bool = True) -> EHDRAN:

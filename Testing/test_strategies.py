@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from EdranFusionLib.errors import EdranFusionError
-from EdranFusionLib.strategies import STRATEGY_NAMES, fuse_latents, nuclear_norms, nuclear_norms_svd, sfnn_weights
+from EdranFusionLib.fusion.rules import STRATEGY_NAMES, fuse_latents
+from EdranFusionLib.fusion.sfnn import nuclear_norms, nuclear_norms_svd, sfnn_weights
 
 
 def _latents(seed: int, shape=(3, 64, 24, 40)) -> torch.Tensor:

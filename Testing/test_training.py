@@ -17,8 +17,8 @@ import torch
 from test_datasets import write_pair_folder
 from test_losses import tiny_vgg_state
 
-from EdranFusionLib import train
-from EdranFusionLib.weights import load_model
+from EdranFusionLib.commands import train
+from EdranFusionLib.io.weights import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = REPO / "EdranFusionLib" / "train.py"
@@ -115,11 +115,12 @@ def test_two_processes_under_torchrun_end_with_identical_replicas(data: Path, vg
     worker = tmp_path / "worker.py"
     worker.write_text(
         "import argparse, os, sys, torch\n"
-        "from EdranFusionLib import distributed, train\n"
+        "from EdranFusionLib.commands import train\n"
+        "from EdranFusionLib.training import distributed, trainer\n"
         "parser = argparse.ArgumentParser(); train.add_arguments(parser)\n"
         "args = parser.parse_args(sys.argv[1:])\n"
         "context = distributed.start('cpu')\n"
-        "trainer = train.Trainer(args, context, torch.device('cpu'))\n"
+        "trainer = trainer.Trainer(args, context, torch.device('cpu'))\n"
         "trainer.prepare_run_dir(); trainer.fit()\n"
         "torch.save(trainer.model.state_dict(), f'{args.run_dir}/replica{context.rank}.pt')\n"
         "distributed.stop(context)\n"
@@ -210,8 +211,8 @@ def test_fine_tuning_starts_from_given_weights(data: Path, vgg_file: Path, finis
 
 
 def test_shipping_a_run_writes_weights_card_and_curves(finished_run: Path, tmp_path: Path) -> None:
-    from EdranFusionLib.training_report import ship
-    from EdranFusionLib.weights import sha256_of
+    from EdranFusionLib.io.weights import sha256_of
+    from EdranFusionLib.training.report import ship
 
     path = ship(finished_run, "tiny", "ct-mri", "test run", directory=tmp_path, figures=tmp_path / "figures")
     card = json.loads((tmp_path / "tiny.json").read_text())
@@ -224,7 +225,7 @@ def test_shipping_a_run_writes_weights_card_and_curves(finished_run: Path, tmp_p
 
 
 def test_montage_fuses_validation_pairs(data: Path, finished_run: Path, tmp_path: Path) -> None:
-    from EdranFusionLib.training_report import montage
+    from EdranFusionLib.training.report import montage
 
     weights = str(finished_run / "final.pt")
     written = montage(data.parent, finished_run / "split.json", 2, tmp_path,

@@ -9,7 +9,7 @@ import SimpleITK as sitk
 from conftest import blob_image, oblique_volume
 
 from EdranFusionLib.errors import EdranFusionError
-from EdranFusionLib.volumes import read_volume, write_volume
+from EdranFusionLib.io.volumes import read_volume, write_volume
 
 
 def _assert_same_geometry(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-5) -> None:

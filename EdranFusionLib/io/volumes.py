@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..errors import EdranFusionError
 from .atomic import atomic_output
-from .errors import EdranFusionError
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 _GRID_TOLERANCE = 1e-4  # relative for spacing/direction, in mm (scaled by spacing) for the origin

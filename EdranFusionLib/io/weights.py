@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
+from ..errors import EdranFusionError
+from ..network.model import EHDRAN
 from .atomic import atomic_output
-from .errors import EdranFusionError
-from .model import EHDRAN
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_MODEL = "general"
 KNOWN_MODELS = ("ct-mri", "spect-mri", "pet-mri", "general")
 

@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from .atomic import atomic_output
-from .color import gray_levels, is_colour
+from ..fusion.color import gray_levels, is_colour
+from ..io.atomic import atomic_output
 
 _TITLE_HEIGHT = 18
 _GAP = 4

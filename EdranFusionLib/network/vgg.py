@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import EdranFusionError
+from ..errors import EdranFusionError
 
 # (name, out channels) per conv, "M" for max-pooling: torchvision's features indices follow from this layout.
 _LAYOUT: tuple = (
@@ -36,7 +36,7 @@ ENV_VAR = "EDRANFUSION_VGG16"
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCHVISION_MEAN_RGB = (0.485, 0.456, 0.406)
 _TORCHVISION_STD_RGB = (0.229, 0.224, 0.225)
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CANDIDATES = (
     _REPO_ROOT.parent / "shared" / "weights" / "vgg16_imagenet_features_bgr.npz",
     Path.home() / ".cache" / "torch" / "hub" / "checkpoints" / "vgg16-397923af.pth",

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import EdranFusionError
+from ..errors import EdranFusionError
 
 
 def _staging_folder(target: Path) -> Path:

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import EdranFusionError
-from .images import IMAGE_SUFFIXES, read_image
-from .intensity import luminance_window, window_for
-from .volumes import VOLUME_SUFFIXES
+from ..errors import EdranFusionError
+from ..fusion.intensity import luminance_window, window_for
+from ..io.images import IMAGE_SUFFIXES, read_image
+from ..io.volumes import VOLUME_SUFFIXES
 
 MIN_FOREGROUND = 0.10
 _PAIR_NAME = re.compile(r"^(\d+)(\d{3})$")

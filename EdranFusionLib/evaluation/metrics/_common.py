@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage, special
 
-from ..color import gray_levels
+from ...fusion.color import gray_levels
 
 DATA_RANGE = 255.0
 

@@ -18,8 +18,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
-from ..phase_congruency import phase_congruency
 from ._common import correlate_same, gray, same_shape
+from .phase_congruency import phase_congruency
 
 _T1 = 0.85
 _T2 = 160.0

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import EdranFusionError
+from ..io.weights import WEIGHTS_DIR, bundled_models, load_state_dict, model_from_state_dict, save_bundled
+from ..network.devices import resolve_precision
+from ..network.model import EHDRAN, parameter_count
 from .datasets import Sample, collect, split_by_series
-from .devices import resolve_precision
-from .errors import EdranFusionError
-from .model import EHDRAN, parameter_count
-from .weights import WEIGHTS_DIR, bundled_models, load_state_dict, model_from_state_dict, save_bundled
 
-FIGURES_DIR = Path(__file__).resolve().parent.parent / "docs" / "figures"
+FIGURES_DIR = Path(__file__).resolve().parents[2] / "docs" / "figures"
 PAPER_DEPARTURES = (
     "Trained on 2 CPU cores with bf16 autocast, not on a GPU in fp32.",
     "Random crops (see 'crop') with random flips instead of whole 256x256 images; fewer epochs than the "
@@ -156,7 +156,7 @@ def montage(data_root: Path, split_file: Path, per_task: int = 3, figures: Path 
     from matplotlib import pyplot as plt
     from PIL import Image
 
-    from .api import fuse_images
+    from ..fusion.pipeline import fuse_images
 
     split = json.loads(split_file.read_text())
     installed = bundled_models()

@@ -11,27 +11,22 @@ Report folder (``--out``): ``summary.md`` (Markdown table), ``metrics.csv`` (one
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import images
-from .atomic import atomic_output
-from .color import gray_levels, is_colour, recolour
-from .datasets import series_of
-from .devices import DEVICE_CHOICES, PRECISION_CHOICES
-from .errors import EdranFusionError
+from ..errors import EdranFusionError
+from ..fusion.color import gray_levels, is_colour, recolour
+from ..io import images
+from ..io.atomic import atomic_output
+from ..training.datasets import series_of
 from .metrics import METRICS, fusion_metrics
 from .montage import MontageRow, write_montage
-from .progress import progress_bar
-from .strategies import DEFAULT_STRATEGY, STRATEGY_NAMES
 
 Fuse = Callable[[str, np.ndarray, np.ndarray], np.ndarray]
 _TWO_DECIMALS = {"PSNR", "SD", "SF"}
@@ -46,40 +41,7 @@ class Method:
     fuse: Fuse
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("a_dir", help="folder of source images A (pairs are matched by file name)")
-    parser.add_argument("b_dir", help="folder of source images B")
-    parser.add_argument("--model", action="append", default=[], metavar="[LABEL=]NAME_OR_PATH",
-                        help="bundled model or weights file to fuse with (repeatable, e.g. ablation models)")
-    parser.add_argument("--strategy", default=None,
-                        help=f"comma-separated fusion strategies for each model ({', '.join(STRATEGY_NAMES)}); "
-                             f"default {DEFAULT_STRATEGY}")
-    parser.add_argument("--baselines", action="store_true",
-                        help="also score the element-wise average and max of the source images (no network)")
-    parser.add_argument("--fused", action="append", default=[], metavar="[LABEL=]DIR",
-                        help="folder of already fused images named like the pairs (repeatable)")
-    parser.add_argument("--series", default=None, help="only pairs of these series, e.g. 16,21 (names <series><slice>)")
-    parser.add_argument("--split", default=None, metavar="JSON",
-                        help="only the validation series of a training run: its split.json or a model card")
-    parser.add_argument("--every", type=int, default=1, metavar="N",
-                        help="only every Nth selected pair (adjacent slices of a series are near duplicates)")
-    parser.add_argument("--out", default=None, metavar="REPORT_DIR", help="write the report folder here")
-    parser.add_argument("--montage-pairs", type=int, default=3, help="pairs shown in montage.png (default 3)")
-    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
-    parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
 # -- methods ------------------------------------------------------------------------------------------------------
-def _labelled(text: str, exists: Callable[[str], bool]) -> tuple[str | None, str]:
-    """Split ``LABEL=VALUE`` unless the whole text is itself an existing path."""
-    if "=" in text and not exists(text):
-        label, value = text.split("=", 1)
-        if label and "/" not in label:
-            return label, value
-    return None, text
-
-
 def pixel_baseline(kind: str) -> Fuse:
     """Element-wise average or max of the sources' luminance. As in fusion, the colour (SPECT/PET) source gives
     the result its chroma (the first one if both are colour)."""
@@ -94,8 +56,8 @@ def pixel_baseline(kind: str) -> Fuse:
     return fuse
 
 
-def _model_method(model: str, strategy: str, device: str, precision: str) -> Fuse:
-    from .api import as_model, fuse_images  # torch is imported only when a model is used
+def model_method(model: str, strategy: str, device: str, precision: str) -> Fuse:
+    from ..fusion.pipeline import as_model, fuse_images  # torch is imported only when a model is used
 
     network = as_model(model)
 
@@ -105,7 +67,7 @@ def _model_method(model: str, strategy: str, device: str, precision: str) -> Fus
     return fuse
 
 
-def _folder_method(folder: Path) -> Fuse:
+def folder_method(folder: Path) -> Fuse:
     if not folder.is_dir():
         raise EdranFusionError(f"fused folder {folder} does not exist; check --fused")
 
@@ -120,35 +82,6 @@ def _folder_method(folder: Path) -> Fuse:
         return fused
 
     return fuse
-
-
-def methods_from_args(args: argparse.Namespace) -> list[Method]:
-    """The methods to compare, in the order given: models x strategies, then baselines, then fused folders."""
-    strategies = [s.strip() for s in (args.strategy or DEFAULT_STRATEGY).split(",") if s.strip()]
-    unknown = [s for s in strategies if s not in STRATEGY_NAMES]
-    if unknown:
-        raise EdranFusionError(f"unknown strategy '{unknown[0]}'; choose from {', '.join(STRATEGY_NAMES)}")
-    if args.strategy and not args.model:
-        raise EdranFusionError("--strategy needs --model: strategies fuse a model's latent features")
-    methods = []
-    for text in args.model:
-        label, model = _labelled(text, os.path.exists)
-        label = label or (Path(model).stem if os.path.exists(model) else model)
-        for strategy in strategies:
-            name = strategy if len(args.model) == 1 else f"{label}:{strategy}"
-            methods.append(Method(name, _model_method(model, strategy, args.device, args.precision)))
-    if args.baselines:
-        methods += [Method(f"pixel-{kind}", pixel_baseline(kind)) for kind in ("average", "max")]
-    for text in args.fused:
-        label, folder = _labelled(text, os.path.exists)
-        methods.append(Method(label or Path(folder).name, _folder_method(Path(folder))))
-    if not methods:
-        raise EdranFusionError("nothing to evaluate: give --model (with --strategy), --baselines or --fused")
-    labels = [m.label for m in methods]
-    duplicate = next((label for label in labels if labels.count(label) > 1), None)
-    if duplicate:
-        raise EdranFusionError(f"two methods are both called '{duplicate}'; name them with LABEL=...")
-    return methods
 
 
 # -- pairs --------------------------------------------------------------------------------------------------------
@@ -297,21 +230,3 @@ def _json_safe(value: object) -> object:
     if isinstance(value, list):
         return [_json_safe(item) for item in value]
     return value
-
-
-def run(args: argparse.Namespace) -> int:
-    methods = methods_from_args(args)
-    names = select_pairs(args.a_dir, args.b_dir, args.series, args.split, args.every)
-    with progress_bar(f"evaluating {len(names)} pairs x {len(methods)} methods", args.quiet) as progress:
-        rows, montage_rows = evaluate(args.a_dir, args.b_dir, names, methods, montage_pairs=args.montage_pairs,
-                                       progress=progress)
-    summary = summarise(rows, [m.label for m in methods])
-    print(f"{len(names)} pairs from {args.a_dir} and {args.b_dir}")
-    print(text_table(summary))
-    if args.out:
-        settings = {"a_dir": str(args.a_dir), "b_dir": str(args.b_dir), "pairs": list(names),
-                    "methods": [m.label for m in methods], "models": args.model, "strategy": args.strategy,
-                    "series": args.series, "split": args.split, "every": args.every}
-        write_report(Path(args.out), rows, summary, montage_rows, settings)
-        print(f"wrote {args.out}")
-    return 0

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from .errors import EdranFusionError
+from ..errors import EdranFusionError
 
 EXIT_USER_ERROR = 2
 

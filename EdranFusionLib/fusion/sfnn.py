@@ -1,6 +1,6 @@
-"""Fusion rules on latent feature batches (paper section 2.2 and the baselines it compares with).
+"""SFNN, the paper's fusion rule (section 2.2, Eq. 2): softmax of the latent over channels, nuclear norm of each
+channel's HxW map, reduced over channels by phi, normalised into one weight per image (or per channel).
 
-All rules take two latents [B, C, H, W] and return the fused latent with the same shape, device and dtype.
 Weights are computed in float32 whatever the latent dtype, so bf16/fp16 inference does not disturb them.
 """
 
@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from .devices import worker_pool
-from .errors import EdranFusionError
-
-STRATEGY_NAMES = ("sfnn-max", "sfnn-mean", "sfnn-sum", "sfnn-identity", "fer", "fl1n", "average", "max")
-DEFAULT_STRATEGY = "sfnn-max"
+from ..errors import EdranFusionError
+from ..network.devices import worker_pool
 
 
 def nuclear_norms(maps: torch.Tensor) -> torch.Tensor:
@@ -64,37 +61,3 @@ def sfnn_weights(fa: torch.Tensor, fb: torch.Tensor, phi: str = "max") -> tuple[
         raise EdranFusionError(f"unknown SFNN phi '{phi}'; use max, mean, sum or identity")
     total = reduced[0] + reduced[1]
     return tuple((r / total)[..., None, None] for r in reduced)  # type: ignore[return-value]
-
-
-def _elementwise_ratio(activity_a: torch.Tensor, activity_b: torch.Tensor) -> torch.Tensor:
-    """activity_a / (activity_a + activity_b), 1/2 where both are zero."""
-    total = activity_a + activity_b
-    return torch.where(total > 0, activity_a / total.clamp_min(torch.finfo(total.dtype).tiny), 0.5)
-
-
-def fuse_latents(fa: torch.Tensor, fb: torch.Tensor, strategy: str = DEFAULT_STRATEGY) -> torch.Tensor:
-    """Fuse two latent batches with one of :data:`STRATEGY_NAMES`.
-
-    - ``sfnn-*``: W_a f_a + W_b f_b with the SFNN weights (weights applied to the pre-softmax features).
-    - ``fer``: feature energy ratio (MSRPAN), element-wise weight f_a^2 / (f_a^2 + f_b^2).
-    - ``fl1n``: L1-norm weights as MSDRA's test code applies them, element-wise |f_a| / (|f_a| + |f_b|).
-    - ``average`` and ``max``: element-wise mean and maximum.
-    """
-    if fa.shape != fb.shape:
-        raise EdranFusionError(
-            f"latent shapes differ ({tuple(fa.shape)} vs {tuple(fb.shape)}); fuse images of one size"
-        )
-    if strategy.startswith("sfnn-") and strategy in STRATEGY_NAMES:
-        wa, wb = sfnn_weights(fa, fb, strategy.removeprefix("sfnn-"))
-        return (fa * wa + fb * wb).to(fa.dtype)  # float32 weights promote the products to float32
-    if strategy == "fer":
-        wa = _elementwise_ratio(fa.float().square(), fb.float().square())
-    elif strategy == "fl1n":
-        wa = _elementwise_ratio(fa.float().abs(), fb.float().abs())
-    elif strategy == "average":
-        return (fa + fb) / 2
-    elif strategy == "max":
-        return torch.maximum(fa, fb)
-    else:
-        raise EdranFusionError(f"unknown strategy '{strategy}'; choose one of {', '.join(STRATEGY_NAMES)}")
-    return (wa * fa.float() + (1 - wa) * fb.float()).to(fa.dtype)

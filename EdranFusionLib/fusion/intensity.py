@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import EdranFusionError
 from .color import is_colour, luminance
-from .errors import EdranFusionError
 
 LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.5

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from . import images, volumes
-from .api import as_model, fuse_images, fuse_volumes
-from .atomic import atomic_output
-from .devices import DEVICE_CHOICES, PRECISION_CHOICES
-from .errors import EdranFusionError
+from ..errors import EdranFusionError
+from ..fusion.pipeline import as_model, fuse_images, fuse_volumes
+from ..fusion.rules import DEFAULT_STRATEGY, STRATEGY_NAMES
+from ..io import images, volumes
+from ..io.atomic import atomic_output
+from ..io.weights import DEFAULT_MODEL
+from ..network.devices import DEVICE_CHOICES, PRECISION_CHOICES
 from .progress import progress_bar
-from .strategies import DEFAULT_STRATEGY, STRATEGY_NAMES
-from .weights import DEFAULT_MODEL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,10 +12,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 
-from . import volumes  # noqa: E402
-from .atomic import atomic_output  # noqa: E402
-from .color import is_colour  # noqa: E402
-from .intensity import window_for  # noqa: E402
+from ..fusion.color import is_colour  # noqa: E402
+from ..fusion.intensity import window_for  # noqa: E402
+from ..io import volumes  # noqa: E402
+from ..io.atomic import atomic_output  # noqa: E402
 
 SLICE_FRACTIONS = (0.35, 0.5, 0.65)
 

@@ -1,0 +1,134 @@
+"""`benchmark` sub-command: speed and memory figures of the installed build on this machine, as a table and JSON.
+
+A benchmark, not a test: it measures and reports, it never asserts timings. Shared machines are noisy, so every
+figure is the median of repeats, and comparisons are best read as ratios within one run (the JSON keeps the
+machine's load average next to the figures).
+
+Sections: conv throughput of the machine per precision; model FLOPs per 256x256 pair; ms per pair for each
+precision and memory format (with the share of the conv throughput the model reaches); SFNN per pair by SVD and
+by Gram eigenvalues; end to end (read, fuse, write) on the bundled stroke T2 + FLAIR volume; peak resident
+memory of fusion runs measured in child processes, for several volume and batch sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from ..benchmarks.memory import memory_cases, peak_memory
+from ..benchmarks.speed import (
+    PRECISION_NAMES,
+    SIZE,
+    compiled_timing,
+    conv_throughput,
+    fuser_timing,
+    machine_facts,
+    model_flops,
+    pair_timings,
+    precisions_for,
+    sfnn_timings,
+    stroke_end_to_end,
+)
+from ..fusion.fuser import plan_fusion
+from ..network.devices import (
+    DEVICE_CHOICES,
+    PRECISION_CHOICES,
+    resolve_device,
+)
+from ..network.model import EHDRAN, fold_for_inference
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
+                        help="one precision to measure (default: every precision this device runs well)")
+    parser.add_argument("--json", type=Path, default=Path("benchmark.json"), help="results file (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and no memory section: about a minute")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the model under torch.compile (needs a C++ compiler; slow to compile)")
+    parser.add_argument("--large", action="store_true",
+                        help="also peak memory for synthetic 512x512x100 and 512x512x400 volumes (takes many minutes)")
+
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:8.1f} ms"
+
+
+def print_report(results: dict) -> None:
+    facts = results["machine"]
+    print(f"EdranFusion benchmark: torch {facts['torch']}, {facts['cpu_count']} CPUs, device {facts['device']}, "
+          f"load average {facts['load_average_1min']:.1f} (figures are medians; compare ratios within this run)")
+    print("\nconv throughput (3x3, 64->64, 4x256x256, channels-last, run as the fuser's workers)")
+    for name, gflops in results["conv_gflops"].items():
+        print(f"  {name:5s} {gflops:8.1f} GFLOP/s")
+    flops = results["model_flops_per_pair"]
+    print(f"\nmodel FLOPs per 256x256 pair (2 encodes + 1 decode): {flops['reference'] / 1e9:.1f} GFLOP as trained, "
+          f"{flops['inference_form'] / 1e9:.1f} GFLOP in the inference form")
+    print("\n256x256 pair, model + SFNN-max")
+    reference = results["pairs"][0]["seconds_per_pair"]
+    for row in results["pairs"]:
+        share = f"{row['conv_share'] * 100:5.1f}% of conv peak" if "conv_share" in row else ""
+        compiled = f"  (compile {row['compile_seconds']:.0f} s)" if "compile_seconds" in row else ""
+        print(f"  {row['variant']:26s} {row['precision']:5s} {row['format']:13s} workers {row['workers']}  "
+              f"{_ms(row['seconds_per_pair'])}  {1 / row['seconds_per_pair']:5.2f} pairs/s  "
+              f"CPU {_ms(row['cpu_seconds_per_pair'])}  "
+              f"x{reference / row['seconds_per_pair']:4.1f}  {share}{compiled}")
+    print("\nSFNN nuclear norms per 256x256 pair (2 x 64 maps, float32)")
+    for row in results["sfnn"]:
+        print(f"  {row['method']:28s} {row['setting']:26s} {_ms(row['seconds_per_pair'])}  "
+              f"CPU {_ms(row['cpu_seconds_per_pair'])}  max rel. error {row['max_relative_error']:.1e}")
+    for error in results.get("compile_errors", []):
+        print(f"  torch.compile failed: {error}")
+    stroke = results["stroke_end_to_end"]
+    print(f"\nstroke T2 + FLAIR {'x'.join(map(str, stroke['shape']))}: read {stroke['read']:.2f} s, "
+          f"fuse {stroke['fuse']:.2f} s, write {stroke['write']:.2f} s, total {stroke['total']:.2f} s "
+          f"({stroke['cpu']:.1f} CPU s)")
+    if results.get("memory"):
+        print("\npeak resident memory of one fusion run (child process)")
+        for row in results["memory"]:
+            what = ("stroke volume, read+fuse+write" if row["kind"] == "stroke"
+                    else "x".join(map(str, row["shape"])) + f", data in 1/{row['every']} slices")
+            print(f"  {what:32s} batch {row['batch'] or 'auto'}  peak {row['peak_rss_mib']:7.0f} MiB  "
+                  f"working {row['working_mib']:6.0f} MiB  volume data {row['volume_data_mib']:6.0f} MiB  "
+                  f"{row['seconds']:6.1f} s")
+
+
+def run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    repeats = 3 if args.quick else 7
+    plan = plan_fusion((SIZE, SIZE), device=args.device, precision=args.precision)
+    precisions = precisions_for(args.precision, device)
+    torch.manual_seed(0)
+    base = EHDRAN().eval()
+    results: dict = {"command": " ".join(["python -m EdranFusionLib benchmark", *sys.argv[2:]]),
+                     "machine": machine_facts(device)}
+    results["conv_gflops"] = {PRECISION_NAMES[d]: conv_throughput(device, d, plan.workers, repeats)
+                              for d in precisions}
+    flops = {"reference": model_flops(base), "inference_form": model_flops(fold_for_inference(base))}
+    results["model_flops_per_pair"] = flops
+    rows = pair_timings(base, device, precisions, plan.workers, repeats)
+    if args.compile:
+        compiled = [compiled_timing(base, device, dtype, plan.workers, repeats) for dtype in precisions]
+        rows += [row for row in compiled if "error" not in row]
+        results["compile_errors"] = [row["error"] for row in compiled if "error" in row]
+    rows.append(fuser_timing(base, args.device, args.precision, max(2, repeats // 2)))
+    for row in rows[1:]:
+        peak = results["conv_gflops"][row["precision"]]
+        executed = flops["reference"] if row["variant"] == "as trained" else flops["inference_form"]
+        row["conv_share"] = executed / row["seconds_per_pair"] / 1e9 / peak
+    results["pairs"] = rows
+    results["sfnn"] = sfnn_timings(plan.workers, repeats)
+    results["stroke_end_to_end"] = stroke_end_to_end(base, args.device, args.precision, 1 if args.quick else 3)
+    if not args.quick or args.large:
+        results["memory"] = [peak_memory(case) for case in memory_cases(args.large)]
+    results["machine"]["load_average_1min_end"] = os.getloadavg()[0]
+    print_report(results)
+    args.json.write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {args.json}")
+    return 0

@@ -1,0 +1,63 @@
+"""`python -m EdranFusionLib <command>`: fuse, models, train, evaluate, benchmark, preview.
+
+Each sub-command is one module of this package with ``add_arguments(parser)`` and ``run(args)``. Only the
+chosen command's module is imported, so a command that does not need torch never imports it.
+
+User errors (:class:`EdranFusionError`) become one stderr line and exit code 2; an interruption (Ctrl-C or
+SIGTERM) exits 130 after the atomic writers have removed their temporary files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+from collections.abc import Sequence
+
+from .arguments import OneLineParser, run_reporting_errors
+
+EXIT_INTERRUPTED = 130
+COMMANDS = {  # name -> (module in this package, help)
+    "fuse": ("fuse", "fuse two images, two volumes or two folders of images"),
+    "models": ("models", "list the bundled models with their task and sha256"),
+    "train": ("train", "train the EH-DRAN autoencoder (stage 1)"),
+    "evaluate": ("evaluate", "fusion metrics, tables and montages for a test set"),
+    "benchmark": ("benchmark", "speed and memory figures for this machine"),
+    "preview": ("preview", "PNG of the middle slices of volumes, side by side"),
+}
+
+
+def _command_module(name: str):  # noqa: ANN202 (a module)
+    return importlib.import_module(f"{__package__}.{COMMANDS[name][0]}")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command`` given, only that sub-command's options are built (and its module imported)."""
+    parser = OneLineParser(prog="python -m EdranFusionLib", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_module, help_text) in COMMANDS.items():
+        parsed = sub.add_parser(name, help=help_text, description=help_text)
+        if command in (None, name):
+            module = _command_module(name)
+            module.add_arguments(parsed)
+            parsed.set_defaults(handler=module.run)
+    return parser
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((word for word in argv if word in COMMANDS), None)
+    args = build_parser(chosen or "").parse_args(argv)
+    if "SimpleITK" in sys.modules:  # ITK's multi-line warnings; our errors say what matters
+        sys.modules["SimpleITK"].ProcessObject_SetGlobalWarningDisplay(False)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return run_reporting_errors(args.handler, args)
+    except KeyboardInterrupt:
+        print("error: interrupted; no output was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
