@@ -419,9 +419,8 @@ class EdranFusionLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def choices() -> dict:
         """Names offered in the panel: installed bundled models, fusion strategies and devices."""
-        from EdranFusionLib.fusion.rules import STRATEGY_NAMES
+        from EdranFusionLib.choices import DEVICE_CHOICES, STRATEGY_NAMES
         from EdranFusionLib.io.weights import bundled_models
-        from EdranFusionLib.network.devices import DEVICE_CHOICES
 
         return {"model": list(bundled_models()), "strategy": list(STRATEGY_NAMES), "device": list(DEVICE_CHOICES)}
 

@@ -4,7 +4,7 @@
     >>> fused = fuse_volumes(read_volume("T2.nii.gz"), read_volume("FLAIR.nii.gz"), model="general")
     >>> write_volume(fused, "fused.nii.gz")
 
-Layers, each importing only those before it: errors -> network (model, VGG, losses, devices) -> io (files,
+Layers, each importing only those before it: errors, choices -> network (model, VGG, losses, devices) -> io (files,
 weights) -> fusion (rules incl. SFNN, colour, intensity, fuser, pipeline) -> training -> evaluation ->
 benchmarks -> api, slicer_bridge -> commands (the CLI).
 """

@@ -4,12 +4,13 @@
     >>> write_volume(fuse_volumes(read_volume("T2.nii.gz"), read_volume("FLAIR.nii.gz")), "fused.nii.gz")
 """
 
+from .choices import STRATEGY_NAMES
 from .errors import EdranFusionError, FusionCancelled
 from .fusion.pipeline import as_model, fuse_images, fuse_volumes
-from .fusion.rules import STRATEGY_NAMES
 from .io.images import read_image, write_image
+from .io.model_files import load_model
 from .io.volumes import read_volume, write_volume
-from .io.weights import bundled_models, load_model
+from .io.weights import bundled_models
 from .network.model import EHDRAN
 
 __all__ = [

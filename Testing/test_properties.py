@@ -6,8 +6,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from EdranFusionLib.choices import STRATEGY_NAMES
 from EdranFusionLib.fusion.fuser import fuse_stacks
-from EdranFusionLib.fusion.rules import STRATEGY_NAMES, fuse_latents
+from EdranFusionLib.fusion.rules import fuse_latents
 from EdranFusionLib.fusion.sfnn import sfnn_weights
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

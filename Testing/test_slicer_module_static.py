@@ -164,9 +164,7 @@ def test_parameter_bound_widgets_match_the_parameter_node(ui, module_tree):
 
 def test_parameter_defaults_are_the_library_defaults(module_tree):
     pytest.importorskip("torch")
-    from EdranFusionLib.fusion.rules import DEFAULT_STRATEGY
-    from EdranFusionLib.io.weights import DEFAULT_MODEL, KNOWN_MODELS
-    from EdranFusionLib.network.devices import DEVICE_CHOICES
+    from EdranFusionLib.choices import DEFAULT_MODEL, DEFAULT_STRATEGY, DEVICE_CHOICES, KNOWN_MODELS
 
     defaults = _parameter_defaults(module_tree)
     assert defaults["model"] == DEFAULT_MODEL

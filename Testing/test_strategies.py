@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from EdranFusionLib.choices import STRATEGY_NAMES
 from EdranFusionLib.errors import EdranFusionError
-from EdranFusionLib.fusion.rules import STRATEGY_NAMES, fuse_latents
+from EdranFusionLib.fusion.rules import fuse_latents
 from EdranFusionLib.fusion.sfnn import nuclear_norms, nuclear_norms_svd, sfnn_weights
 
 

@@ -18,7 +18,7 @@ from test_datasets import write_pair_folder
 from test_losses import tiny_vgg_state
 
 from EdranFusionLib.commands import train
-from EdranFusionLib.io.weights import load_model
+from EdranFusionLib.io.model_files import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = REPO / "EdranFusionLib" / "train.py"

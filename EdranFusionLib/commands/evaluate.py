@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from ..choices import DEFAULT_STRATEGY, DEVICE_CHOICES, PRECISION_CHOICES, STRATEGY_NAMES
 from ..errors import EdranFusionError
 from ..evaluation.evaluate import (
     Method,
@@ -19,8 +20,6 @@ from ..evaluation.evaluate import (
     text_table,
     write_report,
 )
-from ..fusion.rules import DEFAULT_STRATEGY, STRATEGY_NAMES
-from ..network.devices import DEVICE_CHOICES, PRECISION_CHOICES
 from .progress import progress_bar
 
 

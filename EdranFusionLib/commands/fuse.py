@@ -7,13 +7,11 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from ..choices import DEFAULT_MODEL, DEFAULT_STRATEGY, DEVICE_CHOICES, PRECISION_CHOICES, STRATEGY_NAMES
 from ..errors import EdranFusionError
 from ..fusion.pipeline import as_model, fuse_images, fuse_volumes
-from ..fusion.rules import DEFAULT_STRATEGY, STRATEGY_NAMES
 from ..io import images, volumes
 from ..io.atomic import atomic_output
-from ..io.weights import DEFAULT_MODEL
-from ..network.devices import DEVICE_CHOICES, PRECISION_CHOICES
 from .progress import progress_bar
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..io.weights import KNOWN_MODELS, bundled_models
+from ..choices import KNOWN_MODELS
+from ..io.weights import bundled_models
 
 
 def add_arguments(_parser: argparse.ArgumentParser) -> None:

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..choices import DEFAULT_STRATEGY, STRATEGY_NAMES
 from ..errors import EdranFusionError, FusionCancelled
 from ..network.devices import resolve_device, resolve_precision, worker_pool
 from ..network.model import EHDRAN, LATENT_CHANNELS, fold_for_inference
-from .rules import DEFAULT_STRATEGY, STRATEGY_NAMES, fuse_latents
+from .rules import fuse_latents
 
 MIN_SIZE = 8
 MAX_AUTO_BATCH = 8

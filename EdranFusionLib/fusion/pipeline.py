@@ -14,14 +14,14 @@ import os
 import numpy as np
 import SimpleITK as sitk
 
+from ..choices import DEFAULT_MODEL, DEFAULT_STRATEGY
 from ..errors import EdranFusionError
 from ..io import volumes
-from ..io.weights import DEFAULT_MODEL, load_model
+from ..io.model_files import load_model
 from ..network.model import EHDRAN
 from .color import is_colour, recolour
 from .fuser import Cancel, Progress, fuse_stacks
 from .intensity import IntensityWindow, luminance_window
-from .rules import DEFAULT_STRATEGY
 
 
 @functools.lru_cache(maxsize=4)

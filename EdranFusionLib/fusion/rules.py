@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import torch
 
+from ..choices import DEFAULT_STRATEGY, STRATEGY_NAMES
 from ..errors import EdranFusionError
 from .sfnn import sfnn_weights
-
-STRATEGY_NAMES = ("sfnn-max", "sfnn-mean", "sfnn-sum", "sfnn-identity", "fer", "fl1n", "average", "max")
-DEFAULT_STRATEGY = "sfnn-max"
 
 
 def _elementwise_ratio(activity_a: torch.Tensor, activity_b: torch.Tensor) -> torch.Tensor:

@@ -9,10 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from ..choices import DEVICE_CHOICES, PRECISION_CHOICES
 from ..errors import EdranFusionError
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
-PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -2,7 +2,7 @@
 
 ``ship`` takes the run's best checkpoint (chosen by validation loss, never by test data), scores x vs x_hat
 on every validation image at the fuser's precision (PSNR and SSIM: Gaussian window 11, sigma 1.5, data range
-1), writes ``weights/<name>.pt`` + ``<name>.json`` through ``weights.save_bundled`` and copies the run's
+1), writes ``weights/<name>.pt`` + ``<name>.json`` through ``io.model_files.save_bundled`` and copies the run's
 curves to docs/figures. ``montage`` fuses a few validation pairs of each task with the shipped models (inputs, fused).
 """
 
@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from ..errors import EdranFusionError
-from ..io.weights import WEIGHTS_DIR, bundled_models, load_state_dict, model_from_state_dict, save_bundled
+from ..io.model_files import load_state_dict, model_from_state_dict, save_bundled
+from ..io.weights import WEIGHTS_DIR, bundled_models
 from ..network.devices import resolve_precision
 from ..network.model import EHDRAN, parameter_count
 from .datasets import Sample, collect, split_by_series

@@ -23,7 +23,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import EdranFusionError
 from ..io.atomic import atomic_output
-from ..io.weights import load_state_dict, model_from_state_dict, resolve
+from ..io.model_files import load_state_dict, model_from_state_dict
+from ..io.weights import resolve
 from ..network.devices import cpu_has_fast_bf16
 from ..network.losses import ReconstructionLoss
 from ..network.model import EHDRAN
