@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import importlib
 
-from .version import __version__
-
+from .version import __version__ as __version__
 
 
 def _api():  # noqa: ANN202 (a module)

@@ -33,6 +33,6 @@ def import_optional(module: str, extra: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as error:
         raise EdranFusionError(
-            f"this needs {module.split('.')[0]}, which is not installed; install it with "
+            f"this needs {module.split('.', maxsplit=1)[0]}, which is not installed; install it with "
             f"pip install 'EdranFusionLib[{extra}]'"
         ) from error

@@ -1,4 +1,7 @@
-"""`fuse` sub-command: two images, two volumes or two folders of images, written atomically."""
+"""`fuse` sub-command: two images, two volumes or two folders of images, written atomically.
+
+The fusion pipeline (torch) is imported when the command runs, so ``--help`` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ import SimpleITK as sitk
 
 from ..choices import DEFAULT_MODEL, DEFAULT_STRATEGY, DEVICE_CHOICES, PRECISION_CHOICES, STRATEGY_NAMES
 from ..errors import EdranFusionError
-from ..fusion.pipeline import as_model, fuse_images, fuse_volumes
 from ..io import images, volumes
 from ..io.atomic import atomic_output
 from .progress import progress_bar
@@ -54,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         raise EdranFusionError(
             f"A is a {_KIND_WORDS[kind_a]} but B is a {_KIND_WORDS[kind_b]}; give two inputs of the same kind"
         )
+    from ..fusion.pipeline import as_model, fuse_images, fuse_volumes
+
     model = as_model(args.model)
     settings = {"model": model, "strategy": args.strategy, "device": args.device, "precision": args.precision}
     if kind_a == "image":
@@ -78,6 +82,8 @@ _KIND_WORDS = {"image": "2-D image", "volume": "3-D volume", "folder": "folder o
 
 def _fuse_folders(folder_a: Path, folder_b: Path, output: Path, settings: dict, quiet: bool) -> None:
     """One fused PNG per file name in both folders; the output folder appears only when all are done."""
+    from ..fusion.pipeline import fuse_images
+
     names = images.common_names(folder_a, folder_b)
     with atomic_output(output, directory=True) as staging, progress_bar("fusing pairs", quiet) as progress:
         for done, name in enumerate(names, start=1):
