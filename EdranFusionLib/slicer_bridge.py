@@ -211,6 +211,7 @@ def fuse_volume_nodes(
     resample). Raises EdranFusionError for bad input and FusionCancelled on cancel, before the scene changes.
     """
     from .fusion.pipeline import fuse_volumes  # torch is imported only when a fusion actually runs
+    from .fusion.provenance import as_text_fields, read_back
 
     _check_nodes(node_a, node_b, output)
     image_a, image_b = image_from_volume_node(node_a), image_from_volume_node(node_b)
@@ -228,7 +229,6 @@ def fuse_volume_nodes(
     )
     result.SetAttribute("EdranFusion.InputA", node_a.GetID())
     result.SetAttribute("EdranFusion.InputB", node_b.GetID())
-    for key in ("model", "strategy"):
-        if key in options:
-            result.SetAttribute(f"EdranFusion.{key}", str(options[key]))
+    for key, value in as_text_fields(read_back(fused)).items():  # what made it: version, model + sha256, ...
+        result.SetAttribute(key, value)
     return result

@@ -57,14 +57,16 @@ def run(args: argparse.Namespace) -> int:
             f"A is a {_KIND_WORDS[kind_a]} but B is a {_KIND_WORDS[kind_b]}; give two inputs of the same kind"
         )
     from ..fusion.pipeline import as_model, fuse_images, fuse_volumes
+    from ..fusion.provenance import as_text_fields, provenance_of
 
-    model = as_model(args.model)
-    settings = {"model": model, "strategy": args.strategy, "device": args.device, "precision": args.precision}
+    as_model(args.model)  # a bad model name or file fails here, before any input is read; then it is cached
+    settings = {"model": args.model, "strategy": args.strategy, "device": args.device, "precision": args.precision}
+    provenance = as_text_fields(provenance_of(args.model, args.strategy, args.device, args.precision))  # 2-D
     if kind_a == "image":
         fused = fuse_images(images.read_image(path_a), images.read_image(path_b), **settings)
-        images.write_image(fused, output)
+        images.write_image(fused, output, provenance)
     elif kind_a == "folder":
-        _fuse_folders(path_a, path_b, output, settings, args.quiet)
+        _fuse_folders(path_a, path_b, output, settings, provenance=provenance, quiet=args.quiet)
     else:
         a, b = volumes.read_volume(path_a), volumes.read_volume(path_b)
         with progress_bar("fusing", args.quiet) as progress:
@@ -80,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
 _KIND_WORDS = {"image": "2-D image", "volume": "3-D volume", "folder": "folder of 2-D images"}
 
 
-def _fuse_folders(folder_a: Path, folder_b: Path, output: Path, settings: dict, quiet: bool) -> None:
+def _fuse_folders(folder_a: Path, folder_b: Path, output: Path, settings: dict, *, provenance: dict[str, str],
+                  quiet: bool) -> None:
     """One fused PNG per file name in both folders; the output folder appears only when all are done."""
     from ..fusion.pipeline import fuse_images
 
@@ -88,5 +91,5 @@ def _fuse_folders(folder_a: Path, folder_b: Path, output: Path, settings: dict, 
     with atomic_output(output, directory=True) as staging, progress_bar("fusing pairs", quiet) as progress:
         for done, name in enumerate(names, start=1):
             fused = fuse_images(images.read_image(folder_a / name), images.read_image(folder_b / name), **settings)
-            images.write_image(fused, staging / (Path(name).stem + ".png"))
+            images.write_image(fused, staging / (Path(name).stem + ".png"), provenance)
             progress(done / len(names))

@@ -22,6 +22,7 @@ from ..network.model import EHDRAN
 from .color import is_colour, recolour
 from .fuser import Cancel, Progress, fuse_stacks
 from .intensity import IntensityWindow, luminance_window
+from .provenance import attach, provenance_of
 
 
 @functools.lru_cache(maxsize=4)
@@ -92,7 +93,8 @@ def fuse_volumes(
     """Fuse two volumes slice by slice along the head-foot axis; the result lies exactly on A's grid.
 
     Scalar inputs give float32 in A's units over A's intensity window; an RGB input gives a uint8 RGB
-    vector image. B on a different grid is an error unless ``resample`` (linear, in world space).
+    vector image. B on a different grid is an error unless ``resample`` (linear, in world space). The result
+    carries its provenance record (provenance.py) as metadata, which write_volume keeps.
     """
     volumes.check_volume(a, "volume A")
     volumes.check_volume(b, "volume B")
@@ -102,7 +104,8 @@ def fuse_volumes(
     options = {"strategy": strategy, "device": device, "precision": precision, "batch_size": batch_size,
                "progress": progress, "cancel": cancel}
     fused, window_a, chroma = _fuse_luminance(stacks[0], stacks[1], model, options)
+    record = provenance_of(model, strategy, device, precision)
     if chroma is None:
-        return volumes.image_like(volumes.from_axial_stack(window_a.restore(fused), axis), a)
+        return attach(volumes.image_like(volumes.from_axial_stack(window_a.restore(fused), axis), a), record)
     colour = recolour(fused * 255, chroma)
-    return volumes.image_like(volumes.from_axial_stack(colour, axis), a, is_vector=True)
+    return attach(volumes.image_like(volumes.from_axial_stack(colour, axis), a, is_vector=True), record)
