@@ -27,13 +27,14 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-# Python packages the fusion imports, with the floors of pyproject.toml; Slicer ships some of them already.
+# Python packages the fusion imports: EdranFusionLib/requirements.txt (the core install; a test keeps them equal).
 REQUIREMENTS = {
-    "torch": "torch>=2.1",
-    "numpy": "numpy>=1.23",
-    "SimpleITK": "SimpleITK>=2.2",
-    "PIL": "pillow>=9.0",
-    "tqdm": "tqdm>=4.60",
+    "torch": "torch>=2.13",
+    "numpy": "numpy>=1.26.4",
+    "SimpleITK": "SimpleITK>=2.2.1",
+    "PIL": "pillow>=10.1.0",
+    "tqdm": "tqdm>=4.60.0",
+    "platformdirs": "platformdirs>=3.0.0",
 }
 # Entry of the model list that means "use the weights file chosen below".
 WEIGHTS_FILE_CHOICE = "Weights file"

@@ -195,16 +195,14 @@ def test_module_imports_neither_the_library_nor_torch_at_load_time(module_tree):
     assert not top_level & {"EdranFusionLib", "torch", "numpy", "SimpleITK"}
 
 
-def test_requirements_use_the_floors_of_pyproject(module_tree):
+def test_requirements_are_exactly_the_core_install(module_tree):
+    from EdranFusionLib.requirements import core_requirements  # requirements.txt, which the wheel also declares
+
     requirements = next(
         ast.literal_eval(node.value) for node in module_tree.body
         if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "REQUIREMENTS"
     )
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    runtime = pyproject.split("[project.optional-dependencies]")[0]
-    dependencies = set(re.findall(r'"([A-Za-z0-9_.-]+>=[0-9.]+)"', runtime))
-    assert set(requirements.values()) <= dependencies
-    assert all(">=" in requirement for requirement in requirements.values())
+    assert requirements == core_requirements()
 
 
 # --- build files --------------------------------------------------------------------------------------------
