@@ -31,7 +31,7 @@ from slicer.util import VTKObservationMixin
 REQUIREMENTS = {
     "torch": "torch>=2.13",
     "numpy": "numpy>=1.26.4",
-    "SimpleITK": "SimpleITK>=2.2.1",
+    "SimpleITK": "SimpleITK>=2.4.1",  # 2.4 writes the NIfTI descrip (provenance)
     "PIL": "pillow>=10.1.0",
     "tqdm": "tqdm>=4.60.0",
     "platformdirs": "platformdirs>=3.0.0",
