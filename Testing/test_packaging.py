@@ -111,3 +111,10 @@ def test_preview_without_matplotlib_names_the_extra(tmp_path):
                             capture_output=True, text=True, cwd=REPO, timeout=60, check=False,
                             env={**os.environ, "PYTHONPATH": f"{tmp_path}:{REPO}"})
     assert result.returncode == 2 and "pip install 'EdranFusionLib[plots]'" in result.stderr, result.stderr
+
+
+def test_resume_needs_the_run_folder(tmp_path, capsys):
+    from EdranFusionLib.commands.cli import main
+
+    assert main(["train", "--data", str(tmp_path), "--resume"]) == 2
+    assert "--resume needs --run-dir" in capsys.readouterr().err
