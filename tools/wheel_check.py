@@ -37,7 +37,7 @@ def run(command: list[str | Path], *, cwd: Path, env: dict | None = None, expect
     started = time.perf_counter()
     result = subprocess.run([str(c) for c in command], cwd=cwd, env=env, capture_output=True, text=True,
                             check=False, timeout=900)
-    shown = " ".join(str(c) for c in command[:6])
+    shown = " ".join((str(c).strip().splitlines() or [""])[0] for c in command[:6])  # first line of a script
     print(f"  {time.perf_counter() - started:6.1f} s  {shown}", flush=True)
     if result.returncode != expect:
         sys.exit(f"wheel check: `{shown}` exited {result.returncode}, expected {expect}:\n"
