@@ -100,10 +100,11 @@ class CoreIOManagerStandIn:
 class ApplicationStandIn(PythonQtObjectStandIn):
     """qSlicerApplication started as ``Slicer --no-main-window --testing`` (no layout, no views)."""
 
+    overrideCursors: list = []  # QApplication's override-cursor stack (static, as in Qt)
+
     def __init__(self) -> None:
         super().__init__()
         self.temporaryPath = tempfile.mkdtemp(prefix="EdranFusionSlicer")
-        self.overrideCursors: list = []  # the application's override-cursor stack
         self.processedEvents = 0
         self._ioManager = CoreIOManagerStandIn()
 
@@ -128,11 +129,13 @@ class ApplicationStandIn(PythonQtObjectStandIn):
     def mainWindow(self):
         return None
 
-    def setOverrideCursor(self, cursor) -> None:
-        self.overrideCursors.append(cursor)
+    @classmethod
+    def setOverrideCursor(cls, cursor) -> None:
+        cls.overrideCursors.append(cursor)
 
-    def restoreOverrideCursor(self) -> None:
-        self.overrideCursors.pop()
+    @classmethod
+    def restoreOverrideCursor(cls) -> None:
+        cls.overrideCursors.pop()
 
 
 def layer_folder(version: str) -> Path:
@@ -161,6 +164,7 @@ def load_slicer_layer(folder: Path) -> types.ModuleType:
     for name in sorted(used):
         setattr(slicer, name, getattr(qmrml, name))
     slicer.app = ApplicationStandIn()
+    sys.modules["qt"].QApplication = ApplicationStandIn  # qt.QApplication's static methods act on slicer.app
     slicer.mrmlScene = slicer.vtkMRMLScene()
     for module in ("util", "i18n", "parameterNodeWrapper", "ScriptedLoadableModule"):
         loaded = importlib.import_module(f"slicer.{module}")
@@ -184,7 +188,7 @@ def load_module() -> LoadedModule:
     parent = PythonQtModuleStandIn("qSlicerBaseQTGUI").qSlicerScriptedLoadableModule()
     parent.path = str(MODULE_FILE)
     instance = module.EdranFusion(parent)
-    setattr(slicer.modules, "EdranFusionInstance", instance)
+    slicer.modules.EdranFusionInstance = instance
     slicer.app.emit("startupCompleted()")
     return LoadedModule(module=module, instance=instance, parent=parent)
 
