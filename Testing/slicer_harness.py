@@ -196,3 +196,41 @@ def load_module() -> LoadedModule:
 def load_from_environment() -> types.ModuleType:
     """Load the layer named by $EDRANFUSION_SLICER_LAYER (set by the contract tests for their child process)."""
     return load_slicer_layer(Path(os.environ[LAYER_ENVIRONMENT_VARIABLE]))
+
+
+def _probe_opening_imports_no_torch() -> dict:
+    """What the module imports when Slicer loads it and its parameter node and choices are built."""
+    loaded = load_module()
+    logic = loaded.module.EdranFusionLogic()
+    logic.getParameterNode()
+    logic.choices()
+    loaded.module.missingRequirements()
+    return {"torch_modules": sorted(name for name in sys.modules if name.split(".")[0] == "torch")}
+
+
+def _probe_self_test_without_torch() -> dict:
+    """The module's self-test where PyTorch is not installed (importing it fails as it would)."""
+    import unittest
+
+    sys.modules["torch"] = None  # what `import torch` sees when the package is absent
+    loaded = load_module()
+    cases = loaded.module.EdranFusionTest()
+    names = [name for name in cases.moduleTestNames if name.startswith("test_")]
+    result = unittest.TextTestRunner(stream=sys.stderr, verbosity=2).run(
+        unittest.TestSuite(loaded.module.EdranFusionTest(name) for name in names))
+    loaded.instance.runTest()  # the entry point Slicer calls must not fail either
+    return {
+        "run": names,
+        "skipped": {case.id().rsplit(".", 1)[-1]: reason for case, reason in result.skipped},
+        "problems": [str(problem) for _case, problem in result.failures + result.errors],
+    }
+
+
+PROBES = {"opening-imports-no-torch": _probe_opening_imports_no_torch,
+          "self-test-without-torch": _probe_self_test_without_torch}
+
+if __name__ == "__main__":  # python slicer_harness.py <version folder> <probe>: prints the probe's JSON
+    import json
+
+    load_slicer_layer(Path(sys.argv[1]))
+    print(json.dumps(PROBES[sys.argv[2]]()))

@@ -27,7 +27,7 @@ def linux_available(meminfo: Path = Path("/proc/meminfo")) -> int:
 class _MemoryStatusEx(ctypes.Structure):
     """Win32 MEMORYSTATUSEX."""
 
-    _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong),
+    _fields_ = [("dwLength", ctypes.c_uint32), ("dwMemoryLoad", ctypes.c_uint32),  # DWORD: 32 bits
                 ("ullTotalPhys", ctypes.c_ulonglong), ("ullAvailPhys", ctypes.c_ulonglong),
                 ("ullTotalPageFile", ctypes.c_ulonglong), ("ullAvailPageFile", ctypes.c_ulonglong),
                 ("ullTotalVirtual", ctypes.c_ulonglong), ("ullAvailVirtual", ctypes.c_ulonglong),
@@ -48,8 +48,9 @@ def _run_vm_stat() -> str:
     return subprocess.run(["vm_stat"], capture_output=True, text=True, check=True, timeout=5).stdout
 
 
-def macos_available(vm_stat: Callable[[], str] = _run_vm_stat) -> int:
-    text = vm_stat()
+def macos_available(vm_stat: Callable[[], str] | None = None) -> int:
+    """``vm_stat`` returns the output of the ``vm_stat`` command (given by tests to simulate macOS)."""
+    text = (vm_stat or _run_vm_stat)()
     page = re.search(r"page size of (\d+) bytes", text)
     counts = dict(re.findall(r"^([A-Za-z ]+):\s+(\d+)\.?$", text, re.M))
     pages = [int(counts[name]) for name in _MACOS_AVAILABLE_PAGES if name in counts]
