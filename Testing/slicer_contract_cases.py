@@ -265,6 +265,92 @@ def test_calling_thread_keeps_running_its_callbacks_while_a_64_slice_volume_fuse
     assert threading.current_thread() is threading.main_thread()
 
 
+# --- the panel (Qt stood in for: see slicer_harness.py) ---------------------------------------------------------
+
+
+@pytest.fixture
+def panel(fresh_scene):
+    return slicer_harness.open_panel(LOADED)
+
+
+def _poll_until_done(panel) -> int:
+    """Fire the panel's timer as Qt would every 100 ms until the run is over; returns how often it fired."""
+    fired = 0
+    while panel._pollTimer.isActive():
+        time.sleep(0.01)
+        panel._pollTimer.emit("timeout")
+        fired += 1
+    return fired
+
+
+def test_panel_opens_with_an_empty_weights_field_and_says_what_is_missing(panel):
+    assert panel.ui.weightsPathLineEdit.currentPath == ""
+    assert not panel.ui.weightsPathLineEdit.enabled
+    assert not panel.ui.applyButton.enabled and panel.ui.applyButton.toolTip == "Select volumes A and B"
+    assert panel.ui.modelComboBox.currentText == "general"
+    assert not panel.ui.dependencyLabel.visible and not panel.ui.installButton.visible  # all installed here
+
+
+def test_panel_weights_file_choice_needs_an_existing_file(panel, model_file):
+    panel._parameterNode.inputVolumeA, panel._parameterNode.inputVolumeB = _volume("A"), _volume("B", seed=1)
+    assert panel.ui.applyButton.enabled
+    panel.ui.modelComboBox.setCurrentText(module.WEIGHTS_FILE_CHOICE)
+    assert panel._parameterNode.model == module.WEIGHTS_FILE_CHOICE and panel.ui.weightsPathLineEdit.enabled
+    assert not panel.ui.applyButton.enabled
+    panel.ui.weightsPathLineEdit.currentPath = model_file
+    assert panel._parameterNode.weightsFile == model_file and panel.ui.applyButton.enabled
+    panel.ui.weightsPathLineEdit.currentPath = ""
+    assert panel._parameterNode.weightsFile == "" and not panel.ui.applyButton.enabled
+
+
+def test_panel_apply_fuses_on_a_worker_while_its_timer_polls(panel, model_file, fresh_scene):
+    volume_a, volume_b = _volume("A", shape=(12, 32, 32)), _volume("B", shape=(12, 32, 32), seed=1)
+    parameters = panel._parameterNode
+    parameters.inputVolumeA, parameters.inputVolumeB = volume_a, volume_b
+    parameters.model, parameters.weightsFile = module.WEIGHTS_FILE_CHOICE, model_file
+    parameters.device, parameters.batchSize = "cpu", 2
+    panel.ui.applyButton.emit("clicked", False)
+    assert panel._pollTimer.isActive() and panel.ui.cancelButton.visible and panel.ui.cancelButton.enabled
+    assert not panel.ui.applyButton.enabled and not panel.ui.inputsCollapsibleButton.enabled
+    assert slicer.app.overrideCursors == [], "no wait cursor while the run can be cancelled"
+    assert fresh_scene.GetNodesByName("A+B fused").GetNumberOfItems() == 0
+    assert _poll_until_done(panel) >= 1
+    output = parameters.outputVolume
+    assert output is not None and output.GetName() == "A+B fused"
+    np.testing.assert_array_equal(_matrix(output), _matrix(volume_a))
+    assert not panel.ui.progressBar.visible and not panel.ui.cancelButton.visible and panel.ui.applyButton.enabled
+    assert panel.ui.deviceInUseLabel.text == "cpu"
+
+
+def test_panel_cancel_leaves_the_scene_as_it_was(panel, model_file, fresh_scene):
+    parameters = panel._parameterNode
+    parameters.inputVolumeA, parameters.inputVolumeB = _volume("A", shape=(16, 32, 32)), _volume("B", (16, 32, 32))
+    parameters.model, parameters.weightsFile = module.WEIGHTS_FILE_CHOICE, model_file
+    parameters.device, parameters.batchSize = "cpu", 1
+    before = _scene_state(fresh_scene)
+    panel.ui.applyButton.emit("clicked", False)
+    panel.ui.cancelButton.emit("clicked", False)
+    assert not panel.ui.cancelButton.enabled
+    _poll_until_done(panel)
+    assert _scene_state(fresh_scene) == before and parameters.outputVolume is None
+    assert panel.ui.applyButton.enabled
+
+
+def test_no_wait_cursor_over_the_installation_question(panel, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if PyTorch were not installed
+    asked = []
+
+    def decline(question: str) -> bool:
+        asked.append((question, list(slicer.app.overrideCursors)))
+        return False
+
+    assert panel._install(decline) is False
+    assert len(asked) == 1 and "torch>=2.1" in asked[0][0]
+    assert asked[0][1] == [], "the wait cursor must not cover the question"
+    assert slicer.app.overrideCursors == []
+    assert panel.ui.dependencyLabel.visible and panel.ui.installButton.visible
+
+
 # --- sample data, as the Sample Data module calls it -----------------------------------------------------------
 
 

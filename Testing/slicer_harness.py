@@ -8,10 +8,13 @@ class are slicer-core's compiled ones; ``SampleData.py`` of the release is impor
 What a Slicer application would add and no wheel has is stood in for here, each as small as the tests need:
 
 - ``qt`` and ``ctk`` (PythonQt's wrappers of Qt and CTK): :class:`PythonQtModuleStandIn`, one distinct Python
-  class per C++ class name, as PythonQt makes them (guiConnectors tells widgets apart by ``type(widget)``);
+  class per C++ class name, as PythonQt makes them (guiConnectors tells widgets apart by ``type(widget)``).
+  They keep properties and emit signals (PythonQt-style: a slot gets only the arguments it takes) and nothing
+  more; the few behaviours the panel relies on (combo items, a node selector's current node, value properties
+  that emit their change signal, a timer fired by the test, QUiLoader building the .ui tree) are in BEHAVIOURS;
 - the qMRML C++ widgets (``slicer.qMRMLNodeComboBox`` ...): the same per-name classes;
-- ``slicer.app`` (qSlicerApplication, run as ``Slicer --no-main-window``): :class:`ApplicationStandIn`, whose
-  only real work, ``coreIOManager().loadNodes``, reads volumes through MRML's own archetype storage node.
+- ``slicer.app`` (qSlicerApplication, run as ``Slicer --no-main-window --testing``): :class:`ApplicationStandIn`,
+  whose only real work, ``coreIOManager().loadNodes``, reads volumes through MRML's own archetype storage node.
 
 Load one version per process (the contract tests run each version in a child process): the layer replaces
 modules of the installed ``slicer`` package, which must not leak into other tests.
@@ -20,10 +23,12 @@ modules of the installed ``slicer`` package, which must not leak into other test
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import re
 import sys
 import tempfile
+import time
 import types
 from pathlib import Path
 
@@ -35,27 +40,263 @@ LAYER_ENVIRONMENT_VARIABLE = "EDRANFUSION_SLICER_LAYER"
 
 
 class _PythonQtClassStandIn(type):
-    """Enum values of a wrapped class (``qt.Qt.WaitCursor``, ``qt.QFile.ReadOnly``) read as their own names."""
+    """Enum values of a wrapped class (``qt.Qt.WaitCursor``, ``qt.QMessageBox.Ok``): a distinct bit per name,
+    so that flags combine with ``|`` as in PythonQt."""
 
-    def __getattr__(cls, name: str) -> str:
+    def __getattr__(cls, name: str) -> int:
         if name.startswith("_"):
             raise AttributeError(name)
-        return name
+        values = cls.__dict__.get("_enum_values")
+        if values is None:
+            values = {}
+            type.__setattr__(cls, "_enum_values", values)
+        return values.setdefault(name, 1 << len(values))
+
+
+class SignalStandIn:
+    """A Qt signal as PythonQt exposes it: ``connect``, ``disconnect``; the stand-in widget ``emit``s it."""
+
+    def __init__(self) -> None:
+        self.slots: list = []
+
+    def connect(self, slot) -> None:
+        self.slots.append(slot)
+
+    def disconnect(self, slot) -> None:
+        self.slots.remove(slot)
+
+    def emit(self, *args) -> None:
+        for slot in list(self.slots):
+            slot(*args[:_accepted_arguments(slot, len(args))])  # PythonQt drops what a slot does not take
+
+
+def _accepted_arguments(slot, given: int) -> int:
+    try:
+        parameters = inspect.signature(slot).parameters.values()
+    except (TypeError, ValueError):
+        return given
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return given
+    return min(given, sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters))
+
+
+# Signals of the widgets the panel uses (Qt's and CTK's names).
+SIGNALS = {"toggled", "clicked", "valueChanged", "currentNodeChanged", "currentPathChanged",
+           "currentIndexChanged", "timeout", "textChanged", "mrmlSceneChanged", "startupCompleted", "stateChanged",
+           "moduleAboutToBeUnloaded"}
 
 
 class PythonQtObjectStandIn(metaclass=_PythonQtClassStandIn):
-    """Any wrapped Qt/CTK/qMRML object: takes any constructor arguments and properties; records connections."""
+    """Any wrapped Qt/CTK/qMRML object: properties are plain attributes (as PythonQt maps Q_PROPERTYs),
+    signals are :class:`SignalStandIn` (also reachable by their C++ signature in ``connect``), dynamic
+    properties come from ``setProperty``, and children make a tree for ``findChildren``. It draws nothing."""
+
+    enabled = True
+    visible = True
+    text = ""
+    toolTip = ""
+    name = ""
 
     def __init__(self, *args, **kwargs) -> None:
-        self.connections: dict[str, list] = {}
+        self._children: list = []
+        self._dynamic: dict = {}
+        self._signals: dict = {}
+
+    def __getattr__(self, name: str):
+        if name in SIGNALS:
+            return self._signals.setdefault(name, SignalStandIn())
+        raise AttributeError(f"{type(self).__name__} stand-in has no '{name}'")
 
     def connect(self, signal: str, slot) -> None:
-        self.connections.setdefault(signal, []).append(slot)
+        getattr(self, signal.split("(")[0]).connect(slot)
 
-    def emit(self, signal: str) -> None:
+    def disconnect(self, signal: str, slot) -> None:
+        getattr(self, signal.split("(")[0]).disconnect(slot)
+
+    def emit(self, signal: str, *args) -> None:
         """What Qt does when the C++ side emits ``signal``: call the connected slots."""
-        for slot in self.connections.get(signal, []):
-            slot()
+        getattr(self, signal.split("(")[0]).emit(*args)
+
+    def property(self, name: str):
+        return self._dynamic.get(name)
+
+    def setProperty(self, name: str, value) -> None:
+        self._dynamic[name] = value
+
+    def children(self) -> list:
+        return list(self._children)
+
+    def findChildren(self, wrapped: type) -> list:
+        found = []
+        for child in self._children:
+            found += ([child] if isinstance(child, wrapped) else []) + child.findChildren(wrapped)
+        return found
+
+    def isWidgetType(self) -> bool:
+        return True
+
+    def setMRMLScene(self, scene) -> None:
+        self.mrmlScene = scene
+        self.emit("mrmlSceneChanged", scene)
+
+
+class _LayoutBehaviour:
+    def addWidget(self, widget, *args) -> None:
+        self._children.append(widget)
+
+    def layout(self):
+        return self
+
+
+class _ComboBoxBehaviour:
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._items: list = []
+        self._index = -1
+
+    def clear(self) -> None:
+        self._items, self._index = [], -1
+        self.emit("currentIndexChanged", -1)
+
+    def addItem(self, text: str) -> None:
+        self._items.append(text)
+        if self._index < 0:
+            self.setCurrentIndex(0)
+
+    def addItems(self, texts) -> None:
+        for text in texts:
+            self.addItem(text)
+
+    def findText(self, text: str) -> int:
+        return self._items.index(text) if text in self._items else -1
+
+    def setCurrentIndex(self, index: int) -> None:
+        if index != self._index:
+            self._index = index
+            self.emit("currentIndexChanged", index)
+
+    def setCurrentText(self, text: str) -> None:
+        if text in self._items:
+            self.setCurrentIndex(self._items.index(text))
+
+    @property
+    def currentText(self) -> str:
+        return self._items[self._index] if self._index >= 0 else ""
+
+
+class _NodeComboBoxBehaviour:
+    _node = None
+
+    def currentNode(self):
+        return self._node
+
+    def setCurrentNode(self, node) -> None:
+        if node is not self._node:
+            self._node = node
+            self.emit("currentNodeChanged", node)
+
+
+class _ValueBehaviour:
+    """QSpinBox / QCheckBox / ctkPathLineEdit: setting the value property emits its change signal."""
+
+    value = 0
+    checked = False
+    currentPath = ""
+    _signals_of = {"value": ("valueChanged",), "checked": ("toggled", "stateChanged"),
+                   "currentPath": ("currentPathChanged",)}
+
+    def __setattr__(self, name: str, value) -> None:
+        changed = name in self._signals_of and getattr(self, name) != value
+        object.__setattr__(self, name, value)
+        for signal in self._signals_of.get(name, ()) if changed else ():
+            self.emit(signal, value)
+
+    def setRange(self, minimum: int, maximum: int) -> None:
+        self.minimum, self.maximum = minimum, maximum
+
+
+class _TimerBehaviour:
+    active = False
+
+    def setInterval(self, milliseconds: int) -> None:
+        self.interval = milliseconds
+
+    def start(self) -> None:
+        self.active = True
+
+    def stop(self) -> None:
+        self.active = False
+
+    def isActive(self) -> bool:
+        return self.active
+
+
+class _SettingsBehaviour:
+    def contains(self, key: str) -> bool:
+        return False
+
+
+class _FileBehaviour:
+    def __init__(self, path="", *args) -> None:
+        super().__init__()
+        self.path = Path(path)
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def open(self, mode) -> bool:
+        return True
+
+
+class _UiLoaderBehaviour:
+    """QUiLoader: builds the widget tree of a Qt Designer file from the wrapped classes, with its properties."""
+
+    def load(self, qfile):
+        from xml.etree import ElementTree
+
+        return self._build(ElementTree.parse(qfile.path).getroot().find("widget"))
+
+    def _build(self, element):
+        widget = _pythonqt_class(element.get("class"))()
+        widget.name = element.get("name")
+        for prop in element.findall("property"):
+            value = next(iter(prop), None)
+            if value is None:
+                continue
+            text = value.text or ""
+            parsed = {"bool": text == "true", "number": int(text) if text.lstrip("-").isdigit() else 0}.get(
+                value.tag, text if value.tag == "string" else None)
+            if prop.get("stdset") == "0":
+                widget.setProperty(prop.get("name"), parsed)
+            elif parsed is not None:
+                setattr(widget, prop.get("name"), parsed)
+        for child in element.iter():
+            if child is not element and child.tag == "widget" and _parent_widget(element, child) is element:
+                widget._children.append(self._build(child))
+        return widget
+
+
+def _parent_widget(root, target):
+    """The nearest <widget> ancestor of ``target`` under ``root`` (layouts and items are skipped)."""
+    def walk(node, owner):
+        for child in node:
+            if child is target:
+                return owner
+            found = walk(child, child if child.tag == "widget" else owner)
+            if found is not None:
+                return found
+        return None
+    return walk(root, root)
+
+
+BEHAVIOURS = {
+    "QVBoxLayout": _LayoutBehaviour, "QFormLayout": _LayoutBehaviour, "QHBoxLayout": _LayoutBehaviour,
+    "qSlicerScriptedLoadableModuleWidget": _LayoutBehaviour,
+    "QComboBox": _ComboBoxBehaviour, "qMRMLNodeComboBox": _NodeComboBoxBehaviour,
+    "QSpinBox": _ValueBehaviour, "QCheckBox": _ValueBehaviour, "ctkPathLineEdit": _ValueBehaviour,
+    "QTimer": _TimerBehaviour, "QSettings": _SettingsBehaviour, "QFile": _FileBehaviour,
+    "QUiLoader": _UiLoaderBehaviour,
+}
 
 
 class PythonQtModuleStandIn(types.ModuleType):
@@ -64,9 +305,21 @@ class PythonQtModuleStandIn(types.ModuleType):
     def __getattr__(self, name: str) -> type:
         if name.startswith("_"):
             raise AttributeError(name)
-        wrapped = _PythonQtClassStandIn(name, (PythonQtObjectStandIn,), {"__module__": self.__name__})
+        bases = (BEHAVIOURS[name], PythonQtObjectStandIn) if name in BEHAVIOURS else (PythonQtObjectStandIn,)
+        wrapped = _PythonQtClassStandIn(name, bases, {"__module__": self.__name__})
         setattr(self, name, wrapped)
         return wrapped
+
+
+QMRML = PythonQtModuleStandIn("qMRMLWidgets")  # the qMRML widget classes, which Slicer puts in ``slicer``
+SLICER_GUI = PythonQtModuleStandIn("qSlicerBaseQTGUI")  # the module's C++ parents (qSlicerScriptedLoadable...)
+
+
+def _pythonqt_class(class_name: str) -> type:
+    """The class PythonQt gives for ``class_name``: Qt's in ``qt``, CTK's in ``ctk``, qMRML's in ``slicer``."""
+    if class_name.startswith("qMRML"):
+        return getattr(QMRML, class_name)
+    return getattr(sys.modules["ctk" if class_name.startswith("ctk") else "qt"], class_name)
 
 
 class CoreIOManagerStandIn:
@@ -107,6 +360,12 @@ class ApplicationStandIn(PythonQtObjectStandIn):
         self.temporaryPath = tempfile.mkdtemp(prefix="EdranFusionSlicer")
         self.processedEvents = 0
         self._ioManager = CoreIOManagerStandIn()
+        self._moduleManager = SLICER_GUI.qSlicerModuleManager()
+
+    applicationName = "Slicer"
+
+    def moduleManager(self) -> PythonQtObjectStandIn:
+        return self._moduleManager
 
     def translate(self, context: str, text: str) -> str:
         return text
@@ -126,8 +385,8 @@ class ApplicationStandIn(PythonQtObjectStandIn):
     def layoutManager(self):
         return None  # no main window
 
-    def mainWindow(self):
-        return None
+    def topLevelWidgets(self) -> list:
+        return []  # no main window
 
     @classmethod
     def setOverrideCursor(cls, cursor) -> None:
@@ -160,9 +419,8 @@ def load_slicer_layer(folder: Path) -> types.ModuleType:
     used = set()
     for source in [*package.rglob("*.py"), folder / "SampleData.py", MODULE_FILE]:
         used |= set(re.findall(r"slicer\.(qMRML\w+)", source.read_text(errors="replace")))
-    qmrml = PythonQtModuleStandIn("qMRMLWidgets")
     for name in sorted(used):
-        setattr(slicer, name, getattr(qmrml, name))
+        setattr(slicer, name, getattr(QMRML, name))
     slicer.app = ApplicationStandIn()
     sys.modules["qt"].QApplication = ApplicationStandIn  # qt.QApplication's static methods act on slicer.app
     slicer.mrmlScene = slicer.vtkMRMLScene()
@@ -172,6 +430,16 @@ def load_slicer_layer(folder: Path) -> types.ModuleType:
         setattr(slicer, module, loaded)
     sys.path.insert(0, str(folder))  # SampleData.py, as Slicer's scripted-module path has it
     return slicer
+
+
+def open_panel(loaded: "LoadedModule"):
+    """What Slicer does when the user first selects the module: make its widget, set it up and enter it."""
+    parent = SLICER_GUI.qSlicerScriptedLoadableModuleWidget()
+    parent.isEntered = True
+    widget = loaded.module.EdranFusionWidget(parent)
+    widget.setup()
+    widget.enter()
+    return widget
 
 
 class LoadedModule(types.SimpleNamespace):
@@ -185,7 +453,7 @@ def load_module() -> LoadedModule:
 
     sys.path.insert(0, str(MODULE_FILE.parent))
     module = importlib.import_module(MODULE_FILE.stem)
-    parent = PythonQtModuleStandIn("qSlicerBaseQTGUI").qSlicerScriptedLoadableModule()
+    parent = SLICER_GUI.qSlicerScriptedLoadableModule()
     parent.path = str(MODULE_FILE)
     instance = module.EdranFusion(parent)
     slicer.modules.EdranFusionInstance = instance
@@ -198,14 +466,44 @@ def load_from_environment() -> types.ModuleType:
     return load_slicer_layer(Path(os.environ[LAYER_ENVIRONMENT_VARIABLE]))
 
 
+def _torch_modules() -> list:
+    return sorted(name for name in sys.modules if name.split(".")[0] == "torch")
+
+
 def _probe_opening_imports_no_torch() -> dict:
-    """What the module imports when Slicer loads it and its parameter node and choices are built."""
+    """What is imported when Slicer loads the module and the user opens its panel."""
     loaded = load_module()
-    logic = loaded.module.EdranFusionLogic()
-    logic.getParameterNode()
-    logic.choices()
-    loaded.module.missingRequirements()
-    return {"torch_modules": sorted(name for name in sys.modules if name.split(".")[0] == "torch")}
+    loaded.module.EdranFusionLogic().getParameterNode()
+    widget = open_panel(loaded)
+    return {"torch_modules": _torch_modules(), "device_label": widget.ui.deviceInUseLabel.text}
+
+
+def _probe_broken_torch_panel() -> dict:
+    """A PyTorch whose metadata says 2.x but whose import fails (a half-removed or mismatched install): the
+    panel opens, Apply reports the problem in the panel with the install button, and nothing is stored."""
+    import slicer
+
+    broken = Path(tempfile.mkdtemp(prefix="brokentorch")) / "torch"
+    broken.mkdir()
+    (broken / "__init__.py").write_text(
+        'raise OSError("libtorch_cpu.so: cannot open shared object file: No such file or directory")\n')
+    sys.path.insert(0, str(broken.parent))
+    loaded = load_module()
+    widget = open_panel(loaded)
+    import numpy as np
+
+    nodes = [slicer.util.addVolumeFromArray(np.full((4, 16, 16), value, np.float32), name=name)
+             for value, name in ((1.0, "A"), (2.0, "B"))]
+    parameters = loaded.module.EdranFusionLogic().getParameterNode()
+    parameters.inputVolumeA, parameters.inputVolumeB = nodes
+    before = slicer.mrmlScene.GetNumberOfNodes()
+    widget.ui.applyButton.emit("clicked", False)
+    while widget._fusion is not None:
+        time.sleep(0.01)
+        widget._pollTimer.emit("timeout")
+    return {"label": widget.ui.dependencyLabel.text, "label_visible": widget.ui.dependencyLabel.visible,
+            "install_visible": widget.ui.installButton.visible, "apply_enabled": widget.ui.applyButton.enabled,
+            "nodes_added": slicer.mrmlScene.GetNumberOfNodes() - before}
 
 
 def _probe_self_test_without_torch() -> dict:
@@ -227,7 +525,8 @@ def _probe_self_test_without_torch() -> dict:
 
 
 PROBES = {"opening-imports-no-torch": _probe_opening_imports_no_torch,
-          "self-test-without-torch": _probe_self_test_without_torch}
+          "self-test-without-torch": _probe_self_test_without_torch,
+          "broken-torch-panel": _probe_broken_torch_panel}
 
 if __name__ == "__main__":  # python slicer_harness.py <version folder> <probe>: prints the probe's JSON
     import json

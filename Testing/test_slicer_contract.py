@@ -3,7 +3,8 @@
 Each version runs in its own child process (slicer_harness.py loads it over slicer-core's MRML), so the three
 releases never meet each other or the rest of the suite: the contract cases of slicer_contract_cases.py, and two
 probes that need a process of their own: opening the module imports no torch, and the module's self-test
-without PyTorch builds the parameter node and skips only the fusion steps.
+without PyTorch builds the parameter node and skips only the fusion steps, and a broken PyTorch is reported
+in the panel with its install button.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ def test_contract_cases_pass_on_the_release(version):
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_opening_the_module_imports_no_torch(version):
-    assert _probe(version, "opening-imports-no-torch") == {"torch_modules": []}
+    report = _probe(version, "opening-imports-no-torch")
+    assert report["torch_modules"] == [], report
+    assert report["device_label"] == "chosen when you press Apply"
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -58,3 +61,11 @@ def test_self_test_without_torch_builds_the_parameter_node_and_skips_only_fusion
     fusion_steps = {name for name in report["run"] if name != "test_parameter_node_round_trip"}
     assert set(report["skipped"]) == fusion_steps and fusion_steps
     assert all("torch" in reason for reason in report["skipped"].values())
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_broken_torch_is_reported_in_the_panel_with_the_install_button(version):
+    report = _probe(version, "broken-torch-panel")
+    assert report["label_visible"] and report["install_visible"], report
+    assert "cannot be loaded" in report["label"] and "Install PyTorch" in report["label"], report
+    assert report["nodes_added"] == 0 and report["apply_enabled"], report
