@@ -108,14 +108,14 @@ class PythonQtObjectStandIn(metaclass=_PythonQtClassStandIn):
         raise AttributeError(f"{type(self).__name__} stand-in has no '{name}'")
 
     def connect(self, signal: str, slot) -> None:
-        getattr(self, signal.split("(")[0]).connect(slot)
+        getattr(self, signal.split("(", maxsplit=1)[0]).connect(slot)
 
     def disconnect(self, signal: str, slot) -> None:
-        getattr(self, signal.split("(")[0]).disconnect(slot)
+        getattr(self, signal.split("(", maxsplit=1)[0]).disconnect(slot)
 
     def emit(self, signal: str, *args) -> None:
         """What Qt does when the C++ side emits ``signal``: call the connected slots."""
-        getattr(self, signal.split("(")[0]).emit(*args)
+        getattr(self, signal.split("(", maxsplit=1)[0]).emit(*args)
 
     def property(self, name: str):
         return self._dynamic.get(name)
@@ -432,7 +432,7 @@ def load_slicer_layer(folder: Path) -> types.ModuleType:
     return slicer
 
 
-def open_panel(loaded: "LoadedModule"):
+def open_panel(loaded: LoadedModule):
     """What Slicer does when the user first selects the module: make its widget, set it up and enter it."""
     parent = SLICER_GUI.qSlicerScriptedLoadableModuleWidget()
     parent.isEntered = True
