@@ -351,6 +351,50 @@ def test_no_wait_cursor_over_the_installation_question(panel, monkeypatch):
     assert panel.ui.dependencyLabel.visible and panel.ui.installButton.visible
 
 
+# --- dependencies ---------------------------------------------------------------------------------------------
+
+
+def test_installation_is_not_offered_when_everything_is_there_and_asked_for_otherwise(monkeypatch):
+    def must_not_ask(question: str) -> bool:
+        raise AssertionError("asked although everything is installed")
+
+    assert module.missingRequirements() == []
+    assert module.EdranFusionLogic.installDependencies(must_not_ask) is True
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if PyTorch were not installed
+    assert module.missingRequirements() == ["torch>=2.1"]
+    questions = []
+    assert module.EdranFusionLogic.installDependencies(lambda q: questions.append(q) or False) is False
+    assert len(questions) == 1 and "torch>=2.1" in questions[0]
+
+
+def test_an_older_torch_than_the_floor_counts_as_missing(monkeypatch):
+    monkeypatch.setattr(module, "installedVersion", lambda distribution: "1.13.1" if distribution == "torch" else None)
+    assert module.missingRequirements() == ["torch>=2.1"]
+    assert module._versionTuple("2.13.0+cpu") >= module._versionTuple("2.1") > module._versionTuple("1.13.1")
+
+
+def test_torch_comes_from_the_backend_pytorchutils_detects_and_never_with_torchvision(monkeypatch):
+    """Against the PyTorch extension's real PyTorchUtils.py (its backend detection needs the network, so only
+    the call's contract and the choice among detected backends are checked here)."""
+    import inspect
+
+    monkeypatch.syspath_prepend(str(slicer_harness.SLICER_PYTHON / "SlicerPyTorch"))
+    import PyTorchUtils
+
+    detect = PyTorchUtils.PyTorchUtilsLogic.getCompatibleComputationBackends
+    assert "torchVersionRequirement" in inspect.signature(detect).parameters
+    logic = module.EdranFusionLogic
+    assert logic.bestBackend(["cpu", "cu118", "cu126", "cu92"]) == "cu126"
+    assert logic.bestBackend(["cpu"]) == "cpu"
+    monkeypatch.setattr(PyTorchUtils.PyTorchUtilsLogic, "getCompatibleComputationBackends",
+                        staticmethod(lambda torchVersionRequirement=None: ["cpu", "cu121"]))
+    arguments = logic.torchPipArguments("torch>=2.1")
+    assert arguments == "torch>=2.1 --index-url https://download.pytorch.org/whl/cu121"
+    assert "torchvision" not in arguments
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", None)  # the extension is not installed
+    assert logic.torchPipArguments("torch>=2.1", reinstall=True) == "--force-reinstall torch>=2.1"
+
+
 # --- sample data, as the Sample Data module calls it -----------------------------------------------------------
 
 
