@@ -290,6 +290,7 @@ class EdranFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self._cancelRun()
+        self._pollTimer.stop()  # the cancelled worker ends by itself; nothing is stored
         self.removeObservers()
 
     def enter(self) -> None:
