@@ -24,7 +24,8 @@ def _api():  # noqa: ANN202 (a module)
 
 
 def __getattr__(name: str) -> object:
-    """The public names of api.py, imported on first use (dunder probes by tools never import torch)."""
+    """The public names of api.py, imported on first use: importing a torch-free part (choices, io.weights, the
+    CLI's parser, as the Slicer panel and ``--help`` do) must not load torch; dunder probes by tools never do."""
     if name == "__all__":
         return [*_api().__all__, "__version__"]
     if not name.startswith("__") and name in _api().__all__:

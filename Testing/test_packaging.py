@@ -66,7 +66,7 @@ def test_package_exports_the_api_lazily():
 
 def test_core_requirements_are_what_fusion_imports_and_have_floors():
     requirements = core_requirements()
-    assert set(requirements) == {"torch", "numpy", "SimpleITK", "PIL", "tqdm", "platformdirs"}
+    assert set(requirements) == {"torch", "numpy", "SimpleITK", "PIL", "tqdm"}
     assert all(">=" in specifier for specifier in requirements.values())
     assert requirements["PIL"] == "pillow>=10.1.0"  # ImageFont.load_default(size=) arrived in Pillow 10.1
 

@@ -1,13 +1,15 @@
 """The user's data folder: models a user trains and training runs live here, never inside the installed package.
 
 ``$EDRANFUSION_DATA`` when set (scripts, tests, shared machines), otherwise the platform's per-user data
-folder (platformdirs: ~/.local/share/EdranFusion on Linux, ~/Library/Application Support/EdranFusion on macOS,
-%LOCALAPPDATA%\\EdranFusion on Windows).
+folder: $XDG_DATA_HOME/EdranFusion or ~/.local/share/EdranFusion on Linux, ~/Library/Application
+Support/EdranFusion on macOS, %LOCALAPPDATA%\\EdranFusion on Windows. (Three rules, so no dependency: the Slicer
+module installs nothing for it.)
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 APP_NAME = "EdranFusion"
@@ -18,9 +20,11 @@ def user_data_dir() -> Path:
     override = os.environ.get(ENVIRONMENT_VARIABLE)
     if override:
         return Path(override).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / APP_NAME
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / APP_NAME
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / APP_NAME
 
 
 def user_models_dir() -> Path:
