@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ..choices import DEFAULT_STRATEGY, DEVICE_CHOICES, PRECISION_CHOICES, STRATEGY_NAMES
+from ..choices import DEFAULT_STRATEGY, DEVICE_CHOICES, PRECISION_CHOICES, STRATEGY_NAMES, is_strategy
 from ..errors import EdranFusionError
 from ..evaluation.evaluate import (
     Method,
@@ -59,7 +59,7 @@ def _labelled(text: str, exists: Callable[[str], bool]) -> tuple[str | None, str
 def methods_from_args(args: argparse.Namespace) -> list[Method]:
     """The methods to compare, in the order given: models x strategies, then baselines, then fused folders."""
     strategies = [s.strip() for s in (args.strategy or DEFAULT_STRATEGY).split(",") if s.strip()]
-    unknown = [s for s in strategies if s not in STRATEGY_NAMES]
+    unknown = [s for s in strategies if not is_strategy(s)]
     if unknown:
         raise EdranFusionError(f"unknown strategy '{unknown[0]}'; choose from {', '.join(STRATEGY_NAMES)}")
     if args.strategy and not args.model:

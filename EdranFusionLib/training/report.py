@@ -25,7 +25,7 @@ from ..io.model_files import load_state_dict, model_from_state_dict, save_bundle
 from ..io.weights import WEIGHTS_DIR, bundled_models
 from ..network.devices import resolve_precision
 from ..network.model import EHDRAN, parameter_count
-from .datasets import Sample, collect, split_by_series
+from .datasets import Sample, collect, modality_of, split_by_series
 
 FIGURES_DIR = Path(__file__).resolve().parents[2] / "docs" / "figures"
 PAPER_DEPARTURES = (
@@ -40,13 +40,14 @@ PAPER_DEPARTURES = (
 
 
 @torch.no_grad()
-def reconstruction_quality(model: EHDRAN, samples: Sequence[Sample]) -> dict:
-    """Mean PSNR (dB) and SSIM of x vs clamp(x_hat) over ``samples`` (data range 1), at the fuser's precision."""
+def reconstruction_quality(model: EHDRAN, samples: Sequence[Sample], precision: str = "auto") -> dict:
+    """Mean PSNR (dB) and SSIM of x vs clamp(x_hat) over ``samples`` (data range 1), at the fuser's precision,
+    pooled and per modality folder (CT slices, MRI slices, SPECT/PET Y)."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-    dtype = resolve_precision("auto", torch.device("cpu"))
+    dtype = resolve_precision(precision, torch.device("cpu"))
     model = model.float().eval().to(memory_format=torch.channels_last)
-    psnrs, ssims = [], []
+    psnrs, ssims, modalities = [], [], []
     for sample in samples:
         x = torch.from_numpy(sample.image)[None, None].contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
@@ -55,8 +56,15 @@ def reconstruction_quality(model: EHDRAN, samples: Sequence[Sample]) -> dict:
         psnrs.append(peak_signal_noise_ratio(truth, x_hat, data_range=1.0))
         ssims.append(structural_similarity(truth, x_hat, data_range=1.0, gaussian_weights=True, sigma=1.5,
                                            use_sample_covariance=False))
+        modalities.append(modality_of(sample))
+    per_modality = {}
+    for modality in sorted(set(modalities)):
+        chosen = [i for i, m in enumerate(modalities) if m == modality]
+        per_modality[modality] = {"psnr_db": round(float(np.mean([psnrs[i] for i in chosen])), 3),
+                                  "ssim": round(float(np.mean([ssims[i] for i in chosen])), 4),
+                                  "images": len(chosen)}
     return {"psnr_db": round(float(np.mean(psnrs)), 3), "ssim": round(float(np.mean(ssims)), 4),
-            "images": len(samples), "precision": str(dtype).replace("torch.", "")}
+            "images": len(samples), "precision": str(dtype).replace("torch.", ""), "per_modality": per_modality}
 
 
 def _cpu_name() -> str:
