@@ -99,8 +99,8 @@ def activity_power(strategy: str) -> float | None:
 def fuse_spatial(fa: torch.Tensor, fb: torch.Tensor, strategy: str) -> torch.Tensor | None:
     """Fuse with a spatial rule by name; None when ``strategy`` is not one of them."""
     if strategy == "spatial-sfnn":
-        return fuse_spatial_sfnn(fa, fb)
+        return fuse_spatial_sfnn(fa, fb, SPATIAL_SFNN_WINDOW)
     if strategy == "two-scale":
-        return fuse_two_scale(fa, fb)
+        return fuse_two_scale(fa, fb, TWO_SCALE_BASE_WINDOW, TWO_SCALE_ENERGY_WINDOW)
     power = activity_power(strategy)
     return None if power is None else fuse_activity(fa, fb, power)
