@@ -123,7 +123,8 @@ def score(data: Path, out: Path, pairs: int, montage: int = 2) -> dict:
     rows, montages = [], {}
     for task, model in TASKS.items():
         latent = latent_methods(model, ["sfnn-max", *rules, *[s for s in sweep if s not in rules]])
-        pixel = [Method(f"pixel-{s}", pixel_rule(s)) for s in [*rules[1:], *[s for s in sweep if s not in rules]]]
+        # p = 0 on pixels is the pixel average itself, scored once as a baseline.
+        pixel = [Method(f"pixel-{s}", pixel_rule(s)) for s in [*rules[1:], *[s for s in sweep[1:] if s not in rules]]]
         baselines = [Method(f"pixel-{k}", pixel_baseline(k)) for k in ("average", "max")]
         task_rows, shown = _score(data, task, task_pairs(data, task, True, pairs), latent + pixel + baselines,
                                   montage)
@@ -137,7 +138,32 @@ def score(data: Path, out: Path, pairs: int, montage: int = 2) -> dict:
         if shown:
             write_montage(shown, out / f"montage_{TASKS[task]}.png")
     tradeoff_figure(rows, rules, out / "tradeoff.png")
+    stroke_montage(out, rules)
     return result
+
+
+def stroke_montage(out: Path, rules: Sequence[str], model: str = "general") -> Path:
+    """Two axial slices of the bundled stroke T2 + FLAIR, each normalised as the fuser normalises the volume
+    and shown as 8-bit, fused by sfnn-max, the rules and their pixel controls (for checking halos by eye)."""
+    import SimpleITK as sitk
+
+    from ..fusion.intensity import window_for
+    from ..io.volumes import read_volume
+
+    folder = Path(__file__).resolve().parents[1] / "sample_data" / "stroke"
+    stacks = []
+    for name in ("T2.nii.gz", "FLAIR.nii.gz"):
+        data = sitk.GetArrayFromImage(read_volume(folder / name))
+        stacks.append(np.rint(window_for(data, name).normalise(data) * 255).astype(np.uint8))
+    methods = latent_methods(model, ["sfnn-max", *rules]) + [Method(f"pixel-{r}", pixel_rule(r)) for r in rules[1:]]
+    rows = []
+    for index in (len(stacks[0]) // 2, int(len(stacks[0]) * 0.62)):
+        a, b = stacks[0][index], stacks[1][index]
+        rows.append(MontageRow(f"slice {index}", [("T2", a), ("FLAIR", b)]
+                               + [(m.label, m.fuse(f"slice {index}", a, b)) for m in methods]))
+    path = out / "montage_stroke.png"
+    write_montage(rows, path)
+    return path
 
 
 def write_tables(out: Path, rows: list[dict], rules: Sequence[str]) -> None:
@@ -176,7 +202,7 @@ def tradeoff_figure(rows: list[dict], rules: Sequence[str], path: Path) -> None:
             return float(np.mean([r[metric] for r in task_rows if r["method"] == method]))
 
         for prefix, style, label in (("", "o-", "activity-p on latents"), ("pixel-", "s--", "activity-p on pixels")):
-            names = [f"{prefix}activity-p{p:g}" for p in P_SWEEP]
+            names = [f"{prefix}activity-p{p:g}" if prefix == "" or p > 0 else "pixel-average" for p in P_SWEEP]
             axis.plot([mean(n, "Qabf") for n in names], [mean(n, "PSNR") for n in names], style, label=label)
             for p, n in zip(P_SWEEP, names):
                 axis.annotate(f"{p:g}", (mean(n, "Qabf"), mean(n, "PSNR")), fontsize=7)
