@@ -83,7 +83,7 @@ def _wall_hours(run_dir: Path) -> float:
     return round(seconds / 3600, 2)
 
 
-def model_card(run_dir: Path, model: EHDRAN, note: str, val_stride: int = 1) -> dict:
+def model_card(run_dir: Path, model: EHDRAN, note: str, val_stride: int = 1, precision: str = "auto") -> dict:
     """Everything a user needs to judge the weights: data, split, training, losses, metrics, departures."""
     config = json.loads((run_dir / "config.json").read_text())
     split = json.loads((run_dir / "split.json").read_text())
@@ -104,7 +104,8 @@ def model_card(run_dir: Path, model: EHDRAN, note: str, val_stride: int = 1) -> 
         "training": {"epochs": history[-1]["epoch"], "epochs_scheduled": config["epochs"],
                      "best_epoch": best["epoch"], "steps": history[-1]["step"],
                      "batch_size": config["batch_size"], "processes": config["world_size"], "crop": config["crop"],
-                     "flips": config["flips"], "optimizer": "Adam", "lr": config["lr"],
+                     "flips": config["flips"], "bright_crops": config.get("bright_crops"),
+                     "repeat_modality": config.get("repeat_modality"), "optimizer": "Adam", "lr": config["lr"],
                      "lr_schedule": f"per-step cosine decay to {config['lr_min']}", "seed": config["seed"],
                      "init_from": config["init_from"],
                      "precision": "bf16 autocast" if config["bf16"] else "fp32",
@@ -116,12 +117,15 @@ def model_card(run_dir: Path, model: EHDRAN, note: str, val_stride: int = 1) -> 
                    "perceptual_weight": config["perceptual_weight"], "vgg_layers": config["vgg_layers"],
                    "vgg_weights": "ImageNet VGG16, Caffe convention (vgg16_imagenet_features_bgr.npz)"},
         "validation": {"final_loss": round(history[-1]["val_loss"], 5), "best_loss": round(best["val_loss"], 5),
-                       "reconstruction_val_images": {**reconstruction_quality(model, val[::val_stride]),
+                       "reconstruction_val_images": {**reconstruction_quality(model, val[::val_stride], precision),
                                                      "every_nth_val_image": val_stride}},
         "parameters": parameter_count(model),
         "departures_from_paper": list(PAPER_DEPARTURES)
-        + (["Fine-tuned from the 'general' model on this task's images (the paper trains each task from scratch)."]
+        + (["Fine-tuned from the weights in 'init_from' on the data above (the paper trains each model from scratch)."]
            if config["init_from"] else [])
+        + ([f"Beyond the paper: crops centred on bright pixels with probability {config.get('bright_crops') or 0}, "
+            f"modality repeats per epoch {config.get('repeat_modality') or 'none'} (more CT bone per step)."]
+           if config.get("bright_crops") or config.get("repeat_modality") else [])
         + ([f"Stopped after {history[-1]['epoch']} of {config['epochs']} scheduled epochs (time budget); the "
             f"cosine schedule had reached lr {history[-1]['lr']:.2g}. `--resume` finishes the schedule."]
            if stopped_early else []),
@@ -129,11 +133,11 @@ def model_card(run_dir: Path, model: EHDRAN, note: str, val_stride: int = 1) -> 
 
 
 def ship(run_dir: Path, name: str, task: str, note: str, *, directory: Path = WEIGHTS_DIR,
-         figures: Path = FIGURES_DIR, val_stride: int = 1) -> Path:
+         figures: Path = FIGURES_DIR, val_stride: int = 1, precision: str = "auto") -> Path:
     """Bundle the run's best weights as model ``name`` and copy its curves next to the README's figures."""
     state = load_state_dict(run_dir / "best.pt", None)
     model = model_from_state_dict(state, str(run_dir / "best.pt"))
-    card = {**model_card(run_dir, model, note, val_stride), "curves": f"docs/figures/curves_{name}.png"}
+    card = {**model_card(run_dir, model, note, val_stride, precision), "curves": f"docs/figures/curves_{name}.png"}
     path = save_bundled(model, name, task, card, directory)
     figures.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run_dir / "curves.png", figures / f"curves_{name}.png")
@@ -206,13 +210,16 @@ def main(argv: list[str] | None = None) -> int:
     ship_parser.add_argument("--task", required=True)
     ship_parser.add_argument("--note", default="")
     ship_parser.add_argument("--val-stride", type=int, default=1, help="score every Nth validation image")
+    ship_parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                             help="precision of the reconstruction scores (auto: the fuser's)")
     montage_parser = commands.add_parser("montage", help="fuse validation pairs of each task into PNG montages")
     montage_parser.add_argument("--data", type=Path, required=True, help="the harvard folder")
     montage_parser.add_argument("--split", type=Path, required=True, help="split.json of the general run")
     args = parser.parse_args(argv)
     try:
         if args.command == "ship":
-            print(ship(args.run_dir, args.name, args.task, args.note, val_stride=args.val_stride))
+            print(ship(args.run_dir, args.name, args.task, args.note, val_stride=args.val_stride,
+                       precision=args.precision))
         else:
             print("\n".join(str(p) for p in montage(args.data, args.split)))
     except EdranFusionError as error:
