@@ -6,9 +6,10 @@ Torch-free, so the CLI's help and the Slicer panel can list the choices without 
 DEFAULT_MODEL = "general"
 KNOWN_MODELS = ("ct-mri", "spect-mri", "pet-mri", "general")
 PAPER_STRATEGIES = ("sfnn-max", "sfnn-mean", "sfnn-sum", "sfnn-identity", "fer", "fl1n", "average", "max")
-# Beyond the paper (fusion/spatial.py): weights that vary per pixel. Any ``activity-p<P>`` (0 <= P <= 8) is
-# accepted by the API and the evaluate command; the listed one is the exponent chosen on training series.
-SPATIAL_STRATEGIES = ("spatial-sfnn", "activity-p0.5", "two-scale")
+# Beyond the paper (fusion/spatial.py): weights that vary per pixel. The tempered activity family
+# ``activity-p<P>`` (0 <= P <= 8) is accepted by name by the API and the evaluate command; P = 1 (chosen on
+# training series, docs/RESULTS.md) is ``fl1n`` itself, so no member is listed twice here.
+SPATIAL_STRATEGIES = ("spatial-sfnn", "two-scale")
 STRATEGY_NAMES = PAPER_STRATEGIES + SPATIAL_STRATEGIES
 DEFAULT_STRATEGY = "sfnn-max"
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")

@@ -14,7 +14,7 @@ from EdranFusionLib.fusion.spatial import (
     window_mean,
 )
 
-RULES = (*SPATIAL_STRATEGIES, "activity-p0", "activity-p1.5")
+RULES = (*SPATIAL_STRATEGIES, "activity-p0", "activity-p0.5", "activity-p1.5")
 
 
 def _latents(seed: int, shape=(3, 64, 20, 28)) -> torch.Tensor:

@@ -25,7 +25,7 @@ def strategy_timings(base: EHDRAN, precision: str = "auto", repeats: int = 3) ->
     encode = median_seconds(lambda: model.encode(pair), repeats)
     latent_a, latent_b = model.encode(pair).chunk(2)
     rows = {}
-    for strategy in STRATEGY_NAMES:
+    for strategy in (*STRATEGY_NAMES, "activity-p0.5"):  # one member of the open activity family
         rule = median_seconds(lambda s=strategy: fuse_latents(latent_a, latent_b, s), repeats)
         decode = median_seconds(lambda s=strategy: model.decode(fuse_latents(latent_a, latent_b, s)), repeats)
         rows[strategy] = {"rule_seconds": rule, "seconds_per_pair": encode + decode}
