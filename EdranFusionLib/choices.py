@@ -5,7 +5,19 @@ Torch-free, so the CLI's help and the Slicer panel can list the choices without 
 
 DEFAULT_MODEL = "general"
 KNOWN_MODELS = ("ct-mri", "spect-mri", "pet-mri", "general")
-STRATEGY_NAMES = ("sfnn-max", "sfnn-mean", "sfnn-sum", "sfnn-identity", "fer", "fl1n", "average", "max")
+PAPER_STRATEGIES = ("sfnn-max", "sfnn-mean", "sfnn-sum", "sfnn-identity", "fer", "fl1n", "average", "max")
+# Beyond the paper (fusion/spatial.py): weights that vary per pixel. The tempered activity family
+# ``activity-p<P>`` (0 <= P <= 8) is accepted by name by the API and the evaluate command; P = 1 (chosen on
+# training series, docs/RESULTS.md) is ``fl1n`` itself, so no member is listed twice here.
+SPATIAL_STRATEGIES = ("spatial-sfnn", "two-scale")
+STRATEGY_NAMES = PAPER_STRATEGIES + SPATIAL_STRATEGIES
 DEFAULT_STRATEGY = "sfnn-max"
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+
+
+def is_strategy(name: str) -> bool:
+    """A listed strategy, or any ``activity-p<P>`` of the tempered activity family."""
+    import re
+
+    return name in STRATEGY_NAMES or re.fullmatch(r"activity-p\d+(\.\d+)?", name) is not None

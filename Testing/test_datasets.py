@@ -13,7 +13,15 @@ from PIL import Image
 from EdranFusionLib.errors import EdranFusionError
 from EdranFusionLib.fusion.color import luminance
 from EdranFusionLib.fusion.intensity import window_for
-from EdranFusionLib.training.datasets import TrainingImages, collect, split_by_series, validation_batches
+from EdranFusionLib.training.datasets import (
+    Sample,
+    TrainingImages,
+    collect,
+    modality_of,
+    parse_repeats,
+    split_by_series,
+    validation_batches,
+)
 
 
 def write_pair_folder(root: Path, task: str = "SPECT-MRI", series: tuple[int, ...] = (3, 12),
@@ -122,3 +130,25 @@ def test_mixed_sizes_need_a_crop_and_validation_batches_by_size(tmp_path: Path) 
         TrainingImages(samples, crop=18)
     shapes = [tuple(batch.shape) for batch in validation_batches(samples, 3)]
     assert shapes == [(3, 1, 16, 16), (1, 1, 16, 16), (3, 1, 20, 20), (1, 1, 20, 20)]
+
+
+def test_repeat_modality_weights_the_epoch_by_modality_folder(tmp_path: Path) -> None:
+    samples = collect([write_pair_folder(tmp_path, task="CT-MRI", series=(1, 2), slices=2, size=24)])
+    assert {modality_of(s) for s in samples} == {"CT", "MRI"}
+    images = TrainingImages(samples, crop=16, repeats=parse_repeats("CT:3"))
+    assert len(images) == 4 * 3 + 4
+    with pytest.raises(EdranFusionError, match="MODALITY:N"):
+        parse_repeats("CT:0")
+
+
+def test_bright_crops_centre_on_bright_pixels_and_stay_resumable() -> None:
+    image = np.zeros((64, 64), dtype=np.float32)
+    image[50:54, 8:12] = 1.0  # a small bright "bone" patch far from the centre
+    sample = Sample(image, "1", "CT-MRI/CT/1000")
+    bright = TrainingImages([sample] * 8, crop=16, bright_crops=1.0)
+    plain = TrainingImages([sample] * 8, crop=16)
+    hits = [float(batch.amax()) for batch in bright.batches(seed=0, epoch=0, batch_size=1)]
+    assert hits == [1.0] * 8
+    assert sum(float(b.amax()) for b in plain.batches(seed=0, epoch=0, batch_size=1)) < 8
+    again = list(bright.batches(seed=0, epoch=0, batch_size=1, start=3))
+    assert all(torch.equal(a, b) for a, b in zip(list(bright.batches(seed=0, epoch=0, batch_size=1))[3:], again))

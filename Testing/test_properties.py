@@ -32,8 +32,12 @@ def test_rules_are_finite_symmetric_and_shape_preserving(pair, strategy):
     torch.testing.assert_close(fused, fuse_latents(fb, fa, strategy), rtol=1e-4, atol=1e-4)
 
 
+# two-scale is not convex per element: the averaged base plus a kept detail band can overshoot either input.
+CONVEX_RULES = [name for name in STRATEGY_NAMES if name != "two-scale"] + ["activity-p0.5", "activity-p3"]
+
+
 @SETTINGS
-@given(latent_pairs(), st.sampled_from(STRATEGY_NAMES))
+@given(latent_pairs(), st.sampled_from(CONVEX_RULES))
 def test_fused_latent_lies_between_the_inputs_for_convex_rules(pair, strategy):
     fa, fb = pair
     fused = fuse_latents(fa, fb, strategy)

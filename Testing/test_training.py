@@ -91,6 +91,17 @@ def test_resumed_run_ends_with_the_same_weights(data: Path, vgg_file: Path, fini
     assert drop_time == reference
 
 
+def test_bright_crops_and_modality_repeats_resume_exactly(data: Path, vgg_file: Path, tmp_path: Path) -> None:
+    args = ["--epochs", "1", "--bright-crops", "0.7", "--repeat-modality", "CT:2"]
+    reference = tmp_path / "reference"
+    assert train.main(options(data, vgg_file, reference, *args)) == 0
+    assert json.loads((reference / "metrics.jsonl").read_text())["step"] == 6  # (4 CT x 2 + 4 MRI) / batch 2
+    run_dir = tmp_path / "interrupted"
+    assert train.main(options(data, vgg_file, run_dir, *args, "--max-steps", "2")) == 0
+    assert train.main(options(data, vgg_file, run_dir, *args, "--resume")) == 0
+    assert_identical(weights_of(reference / "final.pt"), weights_of(run_dir / "final.pt"))
+
+
 def test_sigkill_mid_run_resumes_from_the_last_complete_checkpoint(data: Path, vgg_file: Path,
                                                                   tmp_path: Path) -> None:
     args = ["--epochs", "3", "--checkpoint-every", "1"]
@@ -220,6 +231,7 @@ def test_shipping_a_run_writes_weights_card_and_curves(finished_run: Path, tmp_p
     assert card["data"]["val_series"] == ["3"] and card["training"]["epochs"] == 2
     quality = card["validation"]["reconstruction_val_images"]
     assert quality["images"] == 4 and quality["psnr_db"] > 0 and -1 <= quality["ssim"] <= 1
+    assert {m: q["images"] for m, q in quality["per_modality"].items()} == {"CT": 2, "MRI": 2}
     assert (tmp_path / "figures" / "curves_tiny.png").is_file()
     assert_identical(load_model(path).state_dict(), load_model(finished_run / "best.pt").state_dict())
 

@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one precision to measure (default: every precision this device runs well)")
     parser.add_argument("--json", type=Path, default=Path("benchmark.json"), help="results file (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and no memory section: about a minute")
+    parser.add_argument("--strategies", action="store_true",
+                        help="also time every fusion strategy per 256x256 pair (benchmarks/strategies.py)")
     parser.add_argument("--compile", action="store_true",
                         help="also time the model under torch.compile (needs a C++ compiler; slow to compile)")
     parser.add_argument("--large", action="store_true",
@@ -146,9 +148,17 @@ def run(args: argparse.Namespace) -> int:
     results["startup"] = startup_timings(list(COMMANDS), 3 if args.quick else 5)
     if not args.quick or args.large:
         results["memory"] = [peak_memory(case) for case in memory_cases(args.large)]
+    if args.strategies:
+        from ..benchmarks.strategies import strategy_timings
+
+        results["strategies"] = strategy_timings(base, args.precision, repeats)
     results["machine"]["load_average_1min_end"] = os.getloadavg()[0]
     print_report(results)
     print_startup(results["startup"])
+    if args.strategies:
+        from ..benchmarks.strategies import print_strategies
+
+        print_strategies(results["strategies"])
     args.json.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.json}")
     return 0

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ..choices import DEFAULT_STRATEGY, DEVICE_CHOICES, PRECISION_CHOICES, STRATEGY_NAMES
+from ..choices import DEFAULT_STRATEGY, DEVICE_CHOICES, PRECISION_CHOICES, STRATEGY_NAMES, is_strategy
 from ..errors import EdranFusionError
 from ..requirements import import_optional
 from .progress import progress_bar
@@ -55,7 +55,7 @@ def methods_from_args(args: argparse.Namespace) -> list:
     from ..evaluation.evaluate import Method, folder_method, model_method, pixel_baseline
 
     strategies = [s.strip() for s in (args.strategy or DEFAULT_STRATEGY).split(",") if s.strip()]
-    unknown = [s for s in strategies if s not in STRATEGY_NAMES]
+    unknown = [s for s in strategies if not is_strategy(s)]
     if unknown:
         raise EdranFusionError(f"unknown strategy '{unknown[0]}'; choose from {', '.join(STRATEGY_NAMES)}")
     if args.strategy and not args.model:

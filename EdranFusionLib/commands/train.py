@@ -33,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr-min", type=float, default=3e-7, help="end of the per-step cosine decay (paper: 3e-7)")
     parser.add_argument("--crop", type=int, default=None, help="train on random NxN crops (default: whole images)")
     parser.add_argument("--flips", action="store_true", help="random horizontal/vertical flips")
+    parser.add_argument("--bright-crops", type=float, default=None, metavar="P",
+                        help="beyond the paper: with probability P centre a crop on a bright pixel (bone in CT)")
+    parser.add_argument("--repeat-modality", default=None, metavar="MOD:N,...",
+                        help="beyond the paper: show each image of these modality folders N times per epoch (CT:3)")
     parser.add_argument("--gradient-weight", type=float, default=0.5,
                         help="lambda1 of the Sobel gradient loss; 0 = off")
     parser.add_argument("--perceptual-weight", type=float, default=0.5, help="lambda2 of the VGG16 loss; 0 = off")

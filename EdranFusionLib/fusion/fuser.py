@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..choices import DEFAULT_STRATEGY, STRATEGY_NAMES
+from ..choices import DEFAULT_STRATEGY, STRATEGY_NAMES, is_strategy
 from ..errors import EdranFusionError, FusionCancelled
 from ..network.devices import resolve_device, resolve_precision, worker_pool
 from ..network.host_memory import available_memory_bytes
@@ -90,7 +90,7 @@ def plan_fusion(
     ``workers`` defaults to torch's thread count on the CPU (so ``torch.set_num_threads`` still rules), fewer
     if their slices would not fit in memory, and to 1 on GPUs, which parallelise inside each batch.
     """
-    if strategy not in STRATEGY_NAMES:
+    if not is_strategy(strategy):
         raise EdranFusionError(f"unknown strategy '{strategy}'; choose one of {', '.join(STRATEGY_NAMES)}")
     if batch_size is not None and batch_size < 1:
         raise EdranFusionError(f"batch size must be at least 1 (got {batch_size})")

@@ -12,6 +12,7 @@ import torch
 from ..choices import DEFAULT_STRATEGY, STRATEGY_NAMES
 from ..errors import EdranFusionError
 from .sfnn import sfnn_weights
+from .spatial import fuse_spatial
 
 
 def _elementwise_ratio(activity_a: torch.Tensor, activity_b: torch.Tensor) -> torch.Tensor:
@@ -27,6 +28,7 @@ def fuse_latents(fa: torch.Tensor, fb: torch.Tensor, strategy: str = DEFAULT_STR
     - ``fer``: feature energy ratio (MSRPAN), element-wise weight f_a^2 / (f_a^2 + f_b^2).
     - ``fl1n``: L1-norm weights as MSDRA's test code applies them, element-wise |f_a| / (|f_a| + |f_b|).
     - ``average`` and ``max``: element-wise mean and maximum.
+    - beyond the paper, ``spatial-sfnn``, ``activity-p<P>`` and ``two-scale``: see :mod:`.spatial`.
     """
     if fa.shape != fb.shape:
         raise EdranFusionError(
@@ -43,6 +45,8 @@ def fuse_latents(fa: torch.Tensor, fb: torch.Tensor, strategy: str = DEFAULT_STR
         return (fa + fb) / 2
     elif strategy == "max":
         return torch.maximum(fa, fb)
+    elif (fused := fuse_spatial(fa, fb, strategy)) is not None:
+        return fused
     else:
         raise EdranFusionError(f"unknown strategy '{strategy}'; choose one of {', '.join(STRATEGY_NAMES)}")
     return (wa * fa.float() + (1 - wa) * fb.float()).to(fa.dtype)

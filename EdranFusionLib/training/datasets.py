@@ -186,10 +186,15 @@ def split_by_series(samples: Sequence[Sample], val_series: Sequence[str] | None 
 class TrainingImages:
     """Deterministic, resumable batches: the order and augmentation depend only on (seed, epoch, position)."""
 
-    def __init__(self, samples: Sequence[Sample], crop: int | None = None, flips: bool = False) -> None:
+    def __init__(self, samples: Sequence[Sample], crop: int | None = None, flips: bool = False,
+                 bright_crops: float = 0.0, repeats: dict[str, int] | None = None) -> None:
+        samples = [s for s in samples for _ in range(repeat_count(s, repeats or {}))]
         self.images = [torch.from_numpy(s.image).unsqueeze(0) for s in samples]
         self.crop = crop
         self.flips = flips
+        self.bright_crops = bright_crops
+        # Bright pixels (bone in CT, the brightest tenth elsewhere) that a bright-centred crop may be centred on.
+        self.bright = [_bright_pixels(s.image) for s in samples] if crop is not None and bright_crops > 0 else []
         sizes = {tuple(image.shape[-2:]) for image in self.images}
         if crop is None and len(sizes) > 1:
             raise EdranFusionError(
@@ -214,6 +219,12 @@ class TrainingImages:
             height, width = image.shape[-2:]
             top = int(torch.randint(height - self.crop + 1, (1,), generator=generator))
             left = int(torch.randint(width - self.crop + 1, (1,), generator=generator))
+            if self.bright and float(torch.rand(1, generator=generator)) < self.bright_crops:
+                candidates = self.bright[index]
+                centre = int(candidates[int(torch.randint(len(candidates), (1,), generator=generator))])
+                row, column = divmod(centre, width)
+                top = min(max(row - self.crop // 2, 0), height - self.crop)
+                left = min(max(column - self.crop // 2, 0), width - self.crop)
             image = image[:, top:top + self.crop, left:left + self.crop]
         if self.flips:
             flip = torch.rand(2, generator=generator)
@@ -234,6 +245,38 @@ class TrainingImages:
 
     def steps_per_epoch(self, batch_size: int, world: int = 1) -> int:
         return len(self.images) // (batch_size * world)
+
+
+def modality_of(sample: Sample) -> str:
+    """The modality folder of a pair-folder sample (``CT-MRI/CT/16003`` -> ``CT``); volumes give ``volume``."""
+    parts = sample.name.split("/")
+    return parts[1] if len(parts) == 3 else "volume"
+
+
+def repeat_count(sample: Sample, repeats: dict[str, int]) -> int:
+    """How many times ``sample`` appears in an epoch under ``--repeat-modality`` weighting."""
+    return repeats.get(modality_of(sample), 1)
+
+
+def parse_repeats(text: str | None) -> dict[str, int]:
+    """``"CT:3,PET:2"`` -> ``{"CT": 3, "PET": 2}`` (modality weighting of the training epoch)."""
+    repeats: dict[str, int] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, _, count = item.partition(":")
+        if not count.strip().isdigit() or int(count) < 1:
+            raise EdranFusionError(f"--repeat-modality item '{item}' is not MODALITY:N with N >= 1 (e.g. CT:3)")
+        repeats[name.strip()] = int(count)
+    return repeats
+
+
+def _bright_pixels(image: np.ndarray) -> np.ndarray:
+    """Flat indices of pixels at or above the image's 90th foreground percentile (at least 0.5 of the range)."""
+    foreground = image[image > 0.02]
+    threshold = max(float(np.percentile(foreground, 90)) if foreground.size else 1.0, 0.5)
+    indices = np.flatnonzero(image >= threshold)
+    return indices if indices.size else np.arange(image.size)
 
 
 def validation_batches(samples: Sequence[Sample], batch_size: int) -> Iterator[torch.Tensor]:

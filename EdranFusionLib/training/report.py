@@ -29,7 +29,7 @@ from ..io.weights import bundled_models
 from ..network.devices import resolve_precision
 from ..network.model import EHDRAN, parameter_count
 from ..version import __version__
-from .datasets import Sample, collect, split_by_series
+from .datasets import Sample, collect, modality_of, split_by_series
 
 FIGURES_DIR = Path(__file__).resolve().parents[2] / "docs" / "figures"
 PAPER_DEPARTURES = (
@@ -79,13 +79,14 @@ def terms_of_use(init_from: str | None) -> dict:
 
 
 @torch.no_grad()
-def reconstruction_quality(model: EHDRAN, samples: Sequence[Sample]) -> dict:
-    """Mean PSNR (dB) and SSIM of x vs clamp(x_hat) over ``samples`` (data range 1), at the fuser's precision."""
+def reconstruction_quality(model: EHDRAN, samples: Sequence[Sample], precision: str = "auto") -> dict:
+    """Mean PSNR (dB) and SSIM of x vs clamp(x_hat) over ``samples`` (data range 1), at the fuser's precision,
+    pooled and per modality folder (CT slices, MRI slices, SPECT/PET Y)."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-    dtype = resolve_precision("auto", torch.device("cpu"))
+    dtype = resolve_precision(precision, torch.device("cpu"))
     model = model.float().eval().to(memory_format=torch.channels_last)
-    psnrs, ssims = [], []
+    psnrs, ssims, modalities = [], [], []
     for sample in samples:
         x = torch.from_numpy(sample.image)[None, None].contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
@@ -94,8 +95,15 @@ def reconstruction_quality(model: EHDRAN, samples: Sequence[Sample]) -> dict:
         psnrs.append(peak_signal_noise_ratio(truth, x_hat, data_range=1.0))
         ssims.append(structural_similarity(truth, x_hat, data_range=1.0, gaussian_weights=True, sigma=1.5,
                                            use_sample_covariance=False))
+        modalities.append(modality_of(sample))
+    per_modality = {}
+    for modality in sorted(set(modalities)):
+        chosen = [i for i, m in enumerate(modalities) if m == modality]
+        per_modality[modality] = {"psnr_db": round(float(np.mean([psnrs[i] for i in chosen])), 3),
+                                  "ssim": round(float(np.mean([ssims[i] for i in chosen])), 4),
+                                  "images": len(chosen)}
     return {"psnr_db": round(float(np.mean(psnrs)), 3), "ssim": round(float(np.mean(ssims)), 4),
-            "images": len(samples), "precision": str(dtype).replace("torch.", "")}
+            "images": len(samples), "precision": str(dtype).replace("torch.", ""), "per_modality": per_modality}
 
 
 def _cpu_name() -> str:
@@ -114,7 +122,7 @@ def _wall_hours(run_dir: Path) -> float:
     return round(seconds / 3600, 2)
 
 
-def model_card(run_dir: Path, model: EHDRAN, note: str, val_stride: int = 1) -> dict:
+def model_card(run_dir: Path, model: EHDRAN, note: str, val_stride: int = 1, precision: str = "auto") -> dict:
     """Everything a user needs to judge the weights: data, split, training, losses, metrics, departures."""
     config = json.loads((run_dir / "config.json").read_text())
     split = json.loads((run_dir / "split.json").read_text())
@@ -135,7 +143,8 @@ def model_card(run_dir: Path, model: EHDRAN, note: str, val_stride: int = 1) -> 
         "training": {"epochs": history[-1]["epoch"], "epochs_scheduled": config["epochs"],
                      "best_epoch": best["epoch"], "steps": history[-1]["step"],
                      "batch_size": config["batch_size"], "processes": config["world_size"], "crop": config["crop"],
-                     "flips": config["flips"], "optimizer": "Adam", "lr": config["lr"],
+                     "flips": config["flips"], "bright_crops": config.get("bright_crops"),
+                     "repeat_modality": config.get("repeat_modality"), "optimizer": "Adam", "lr": config["lr"],
                      "lr_schedule": f"per-step cosine decay to {config['lr_min']}", "seed": config["seed"],
                      "init_from": config["init_from"],
                      "precision": "bf16 autocast" if config["bf16"] else "fp32",
@@ -147,13 +156,16 @@ def model_card(run_dir: Path, model: EHDRAN, note: str, val_stride: int = 1) -> 
                    "perceptual_weight": config["perceptual_weight"], "vgg_layers": config["vgg_layers"],
                    "vgg_weights": "ImageNet VGG16, Caffe convention (vgg16_imagenet_features_bgr.npz)"},
         "validation": {"final_loss": round(history[-1]["val_loss"], 5), "best_loss": round(best["val_loss"], 5),
-                       "reconstruction_val_images": {**reconstruction_quality(model, val[::val_stride]),
+                       "reconstruction_val_images": {**reconstruction_quality(model, val[::val_stride], precision),
                                                      "every_nth_val_image": val_stride}},
         "parameters": parameter_count(model),
         **terms_of_use(config["init_from"]),
         "departures_from_paper": list(PAPER_DEPARTURES)
-        + (["Fine-tuned from the 'general' model on this task's images (the paper trains each task from scratch)."]
+        + (["Fine-tuned from the weights in 'init_from' on the data above (the paper trains each model from scratch)."]
            if config["init_from"] else [])
+        + ([f"Beyond the paper: crops centred on bright pixels with probability {config.get('bright_crops') or 0}, "
+            f"modality repeats per epoch {config.get('repeat_modality') or 'none'} (more CT bone per step)."]
+           if config.get("bright_crops") or config.get("repeat_modality") else [])
         + ([f"Stopped after {history[-1]['epoch']} of {config['epochs']} scheduled epochs (time budget); the "
             f"cosine schedule had reached lr {history[-1]['lr']:.2g}. `--resume` finishes the schedule."]
            if stopped_early else []),
@@ -161,14 +173,14 @@ def model_card(run_dir: Path, model: EHDRAN, note: str, val_stride: int = 1) -> 
 
 
 def ship(run_dir: Path, name: str, task: str, note: str, *, directory: Path | None = None,
-         figures: Path | None = None, val_stride: int = 1) -> Path:
+         figures: Path | None = None, val_stride: int = 1, precision: str = "auto") -> Path:
     """Save the run's best weights as model ``name`` with its card (default: the user's models folder, where
     ``--model name`` finds it) and copy its curves to ``figures`` (default: beside the weights)."""
     directory = user_models_dir() if directory is None else directory
     figures = directory if figures is None else figures
     state = load_state_dict(run_dir / "best.pt", None)
     model = model_from_state_dict(state, str(run_dir / "best.pt"))
-    card = {**model_card(run_dir, model, note, val_stride), "curves": str(figures / f"curves_{name}.png")}
+    card = {**model_card(run_dir, model, note, val_stride, precision), "curves": str(figures / f"curves_{name}.png")}
     directory.mkdir(parents=True, exist_ok=True)
     path = save_bundled(model, name, task, card, directory)
     figures.mkdir(parents=True, exist_ok=True)
@@ -246,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                              help="models folder (default: the user's; maintainers: EdranFusionLib/weights)")
     ship_parser.add_argument("--figures", type=Path, default=None,
                              help="folder for the curves (default: beside the weights; maintainers: docs/figures)")
+    ship_parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                             help="precision of the reconstruction scores (auto: the fuser's)")
     montage_parser = commands.add_parser("montage", help="fuse validation pairs of each task into PNG montages")
     montage_parser.add_argument("--data", type=Path, required=True, help="the harvard folder")
     montage_parser.add_argument("--split", type=Path, required=True, help="split.json of the general run")
@@ -253,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "ship":
             print(ship(args.run_dir, args.name, args.task, args.note, directory=args.directory,
-                       figures=args.figures, val_stride=args.val_stride))
+                       figures=args.figures, val_stride=args.val_stride, precision=args.precision))
         else:
             print("\n".join(str(p) for p in montage(args.data, args.split)))
     except EdranFusionError as error:

@@ -31,12 +31,12 @@ from ..network.losses import ReconstructionLoss
 from ..network.model import EHDRAN
 from ..network.vgg import load_vgg16
 from . import distributed
-from .datasets import TrainingImages, collect, split_by_series, validation_batches
+from .datasets import TrainingImages, collect, parse_repeats, split_by_series, validation_batches
 
 # Settings that define the run: resuming with any of them changed would not continue the same run.
 RUN_DEFINING = ("data", "epochs", "batch_size", "lr", "lr_min", "crop", "flips", "gradient_weight",
                 "perceptual_weight", "vgg_layers", "val_series", "val_fraction", "val_stride", "seed", "drgo",
-                "init_from")
+                "init_from", "bright_crops", "repeat_modality")
 
 
 def _choose_device(name: str) -> torch.device:
@@ -71,6 +71,9 @@ def _check_args(args: argparse.Namespace) -> None:
     for name in ("epochs", "batch_size", "val_stride"):
         if getattr(args, name) < 1:
             raise EdranFusionError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.bright_crops is not None and not 0 <= args.bright_crops <= 1:
+        raise EdranFusionError("--bright-crops must be a probability between 0 and 1")
+    parse_repeats(args.repeat_modality)
     if args.crop is not None and args.crop < 8:
         raise EdranFusionError("--crop must be at least 8 pixels")
     if args.lr <= 0 or args.lr_min < 0 or args.lr_min > args.lr:
@@ -100,7 +103,8 @@ class Trainer:
         val_series = args.val_series.split(",") if args.val_series else None
         train, val, self.split = split_by_series(samples, val_series, args.val_fraction, args.seed)
         self.val = val[::args.val_stride]
-        self.images = TrainingImages(train, args.crop, args.flips)
+        self.images = TrainingImages(train, args.crop, args.flips, args.bright_crops or 0.0,
+                                     parse_repeats(args.repeat_modality))
         self.steps_per_epoch = self.images.steps_per_epoch(args.batch_size, context.world)
         if self.steps_per_epoch == 0:
             raise EdranFusionError(f"{len(train)} training images are fewer than one step needs "

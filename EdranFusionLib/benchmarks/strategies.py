@@ -1,0 +1,44 @@
+"""Time per 256x256 pair of every fusion strategy: the shared encode of both images plus each rule + decode.
+
+The encoder's work does not depend on the rule, so it is timed once and every strategy's figure is
+encode + (rule + decode); ratios against the paper's sfnn-max are within one run.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..choices import DEFAULT_STRATEGY, STRATEGY_NAMES
+from ..fusion.rules import fuse_latents
+from ..network.devices import resolve_precision
+from ..network.model import EHDRAN, fold_for_inference
+from .speed import SIZE, median_seconds
+
+
+@torch.inference_mode()
+def strategy_timings(base: EHDRAN, precision: str = "auto", repeats: int = 3) -> dict:
+    """Seconds per pair for every strategy on the CPU (at the fuser's precision), and the default's ratio."""
+    dtype = resolve_precision(precision, torch.device("cpu"))
+    model = fold_for_inference(base).to(dtype=dtype, memory_format=torch.channels_last)
+    pair = torch.rand(2, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0)).to(dtype)
+    pair = pair.contiguous(memory_format=torch.channels_last)
+    encode = median_seconds(lambda: model.encode(pair), repeats)
+    latent_a, latent_b = model.encode(pair).chunk(2)
+    rows = {}
+    for strategy in (*STRATEGY_NAMES, "activity-p0.5"):  # one member of the open activity family
+        rule = median_seconds(lambda s=strategy: fuse_latents(latent_a, latent_b, s), repeats)
+        decode = median_seconds(lambda s=strategy: model.decode(fuse_latents(latent_a, latent_b, s)), repeats)
+        rows[strategy] = {"rule_seconds": rule, "seconds_per_pair": encode + decode}
+    reference = rows["sfnn-max"]["seconds_per_pair"]
+    return {"precision": str(dtype).replace("torch.", ""), "encode_seconds": encode, "strategies": rows,
+            "default": DEFAULT_STRATEGY, "default_vs_sfnn_max": rows[DEFAULT_STRATEGY]["seconds_per_pair"] / reference}
+
+
+def print_strategies(results: dict) -> None:
+    print(f"\nfusion strategies per 256x256 pair ({results['precision']}; encode of both images "
+          f"{results['encode_seconds'] * 1000:.0f} ms shared)")
+    reference = results["strategies"]["sfnn-max"]["seconds_per_pair"]
+    for name, row in results["strategies"].items():
+        print(f"  {name:16s} rule {row['rule_seconds'] * 1000:8.1f} ms  pair {row['seconds_per_pair'] * 1000:8.1f} ms"
+              f"  x{row['seconds_per_pair'] / reference:4.2f} of sfnn-max")
+    print(f"  default ({results['default']}) is x{results['default_vs_sfnn_max']:.2f} the time of sfnn-max")

@@ -1,0 +1,244 @@
+"""The spatial-rule study (beyond the paper): tune on training series, score the validation series once.
+
+``tune``: a small grid of hyper-parameters (activity exponent p, two-scale windows, spatial-SFNN window) on
+pairs of the TRAINING series of every task; the choice is the candidate beating both pixel average and pixel
+max on the most target metrics in its worst task. ``score``: the chosen rules, their pixel-domain controls, the
+p sweep for the PSNR-Qabf figure, the paper's sfnn-max and the pixel baselines on the VALIDATION series, with
+paired wins and bootstrap intervals, montages and the trade-off figure. Run as
+``python -m EdranFusionLib.evaluation.study tune|score --data HARVARD --out FOLDER``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdranFusionError
+from ..fusion import spatial
+from ..io import images
+from ..training.datasets import series_of
+from .comparison import TARGET_METRICS, comparison_markdown, latent_methods, paired_comparison, pixel_rule
+from .evaluate import Method, pixel_baseline
+from .montage import MontageRow, write_montage
+
+TASKS = {"CT-MRI": "ct-mri", "SPECT-MRI": "spect-mri", "PET-MRI": "pet-mri"}
+VAL_SERIES = {"CT-MRI": {"2", "34"}, "SPECT-MRI": {"4", "25", "36"}, "PET-MRI": {"25"}}
+P_SWEEP = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
+REFERENCES = ("pixel-average", "pixel-max", "sfnn-max")
+
+
+def task_pairs(data: Path, task: str, validation: bool, count: int) -> list[str]:
+    """``count`` evenly spaced pair names of the task's validation (or training) series."""
+    first, second = (data / task / m for m in ("MRI", task.split("-", maxsplit=1)[0]))
+    names = [n for n in images.common_names(str(first), str(second))
+             if (series_of(Path(n).stem, first) in VAL_SERIES[task]) == validation]
+    if not names:
+        raise EdranFusionError(f"no {'validation' if validation else 'training'} pairs in {data / task}")
+    picks = np.linspace(0, len(names) - 1, min(count, len(names))).round().astype(int)
+    return [names[i] for i in sorted(set(picks))]
+
+
+def _score(data: Path, task: str, names: Sequence[str], methods: Sequence[Method], montage: int = 0
+           ) -> tuple[list[dict], list[MontageRow]]:
+    from .comparison import target_metrics
+
+    rows, shown = [], []
+    other = task.split("-", maxsplit=1)[0]
+    for index, name in enumerate(names):
+        a = images.read_image(data / task / "MRI" / name)
+        b = images.read_image(data / task / other / name)
+        columns = [("MRI", a), (other, b)]
+        for method in methods:
+            fused = method.fuse(name, a, b)
+            rows.append({"task": task, "pair": name, "method": method.label, **target_metrics(fused, a, b)})
+            columns.append((method.label, fused))
+        if index < montage:
+            shown.append(MontageRow(Path(name).stem, columns))
+        print(f"{task} {name} done ({index + 1}/{len(names)})", file=sys.stderr, flush=True)
+    return rows, shown
+
+
+def _set_windows(candidate: dict) -> None:
+    spatial.SPATIAL_SFNN_WINDOW = candidate.get("spatial_window", spatial.SPATIAL_SFNN_WINDOW)
+    spatial.TWO_SCALE_BASE_WINDOW = candidate.get("base_window", spatial.TWO_SCALE_BASE_WINDOW)
+    spatial.TWO_SCALE_ENERGY_WINDOW = candidate.get("energy_window", spatial.TWO_SCALE_ENERGY_WINDOW)
+
+
+def _candidate_methods(model: str) -> tuple[list[Method], dict[str, dict]]:
+    candidates = {f"activity-p{p:g}": {"strategy": f"activity-p{p:g}"} for p in (0.25, 0.5, 1.0)}
+    candidates |= {f"two-scale-b{w}": {"strategy": "two-scale", "base_window": w, "energy_window": 7}
+                   for w in (7, 15, 31)}
+    candidates |= {f"spatial-sfnn-w{w}": {"strategy": "spatial-sfnn", "spatial_window": w} for w in (3, 7, 15)}
+    shared = latent_methods(model, [c["strategy"] for c in candidates.values()], list(candidates))
+    methods = []
+    for method, candidate in zip(shared, candidates.values()):
+        def fuse(name, a, b, _method=method, _candidate=candidate):
+            _set_windows(_candidate)
+            return _method.fuse(name, a, b)
+        methods.append(Method(method.label, fuse))
+    return methods, candidates
+
+
+def _worst_task_wins(rows: list[dict], label: str) -> tuple[int, int, float]:
+    per_task = []
+    for task in TASKS:
+        task_rows = [r for r in rows if r["task"] == task]
+        beaten = [m for m in TARGET_METRICS
+                  if all(paired_comparison(task_rows, label, ref, [m])[m]["mean_diff"] > 0
+                         for ref in ("pixel-average", "pixel-max"))]
+        per_task.append(len(beaten))
+    qabf = float(np.mean([r["Qabf"] for r in rows if r["method"] == label]))
+    return min(per_task), sum(per_task), qabf
+
+
+def tune(data: Path, out: Path, pairs: int) -> dict:
+    """Grid on training series; writes tune.json with the rows, the score of every candidate and the choice."""
+    rows = []
+    baselines = [Method(f"pixel-{k}", pixel_baseline(k)) for k in ("average", "max")]
+    for task, model in TASKS.items():
+        methods, candidates = _candidate_methods(model)
+        rows += _score(data, task, task_pairs(data, task, False, pairs), methods + baselines)[0]
+    scores = {label: _worst_task_wins(rows, label) for label in candidates}
+    chosen = {}
+    for family in ("activity", "two-scale", "spatial-sfnn"):
+        best = max((label for label in scores if label.startswith(family)), key=lambda label: scores[label])
+        chosen[family] = {"label": best, **candidates[best]}
+    result = {"pairs_per_task": pairs, "scores": scores, "chosen": chosen, "rows": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tune.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def score(data: Path, out: Path, pairs: int, montage: int = 2) -> dict:
+    """The validation series, scored once with the tuned rules; writes score.json, comparison.md, figures."""
+    chosen = json.loads((out / "tune.json").read_text())["chosen"]
+    _set_windows({**chosen["two-scale"], **chosen["spatial-sfnn"]})
+    rules = ["spatial-sfnn", chosen["activity"]["strategy"], "two-scale"]
+    sweep = [f"activity-p{p:g}" for p in P_SWEEP]
+    rows, montages = [], {}
+    for task, model in TASKS.items():
+        latent = latent_methods(model, ["sfnn-max", *rules, *[s for s in sweep if s not in rules]])
+        # p = 0 on pixels is the pixel average itself, scored once as a baseline.
+        pixel = [Method(f"pixel-{s}", pixel_rule(s)) for s in [*rules[1:], *[s for s in sweep[1:] if s not in rules]]]
+        baselines = [Method(f"pixel-{k}", pixel_baseline(k)) for k in ("average", "max")]
+        task_rows, shown = _score(data, task, task_pairs(data, task, True, pairs), latent + pixel + baselines,
+                                  montage)
+        rows += task_rows
+        keep = {"MRI", task.split("-", maxsplit=1)[0], "sfnn-max", *rules, *[f"pixel-{r}" for r in rules], "pixel-max"}
+        montages[task] = [MontageRow(r.name, [c for c in r.columns if c[0] in keep]) for r in shown]
+    result = {"pairs_per_task": pairs, "chosen": chosen, "rules": rules, "rows": rows}
+    (out / "score.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_tables(out, rows, rules)
+    for task, shown in montages.items():
+        if shown:
+            write_montage(shown, out / f"montage_{TASKS[task]}.png")
+    tradeoff_figure(rows, rules, out / "tradeoff.png")
+    stroke_montage(out, rules)
+    return result
+
+
+def stroke_montage(out: Path, rules: Sequence[str], model: str = "general") -> Path:
+    """Two axial slices of the bundled stroke T2 + FLAIR, each normalised as the fuser normalises the volume
+    and shown as 8-bit, fused by sfnn-max, the rules and their pixel controls (for checking halos by eye)."""
+    import SimpleITK as sitk
+
+    from ..fusion.intensity import window_for
+    from ..io.volumes import read_volume
+
+    folder = Path(__file__).resolve().parents[1] / "sample_data" / "stroke"
+    stacks = []
+    for name in ("T2.nii.gz", "FLAIR.nii.gz"):
+        data = sitk.GetArrayFromImage(read_volume(folder / name))
+        stacks.append(np.rint(window_for(data, name).normalise(data) * 255).astype(np.uint8))
+    methods = latent_methods(model, ["sfnn-max", *rules]) + [Method(f"pixel-{r}", pixel_rule(r)) for r in rules[1:]]
+    rows = []
+    for index in (len(stacks[0]) // 2, int(len(stacks[0]) * 0.62)):
+        a, b = stacks[0][index], stacks[1][index]
+        rows.append(MontageRow(f"slice {index}", [("T2", a), ("FLAIR", b)]
+                               + [(m.label, m.fuse(f"slice {index}", a, b)) for m in methods]))
+    path = out / "montage_stroke.png"
+    write_montage(rows, path)
+    return path
+
+
+def write_tables(out: Path, rows: list[dict], rules: Sequence[str]) -> None:
+    """comparison.md: per task, mean of every method and the paired comparisons of the rules."""
+    lines = []
+    for task in TASKS:
+        task_rows = [r for r in rows if r["task"] == task]
+        methods = list(dict.fromkeys(r["method"] for r in task_rows))
+        lines += [f"## {task} ({len({r['pair'] for r in task_rows})} validation pairs)", "",
+                  "| method | " + " | ".join(TARGET_METRICS) + " |", "|---|" + "---:|" * len(TARGET_METRICS)]
+        for method in methods:
+            means = [np.mean([r[m] for r in task_rows if r["method"] == method]) for m in TARGET_METRICS]
+            lines.append(f"| {method} | " + " | ".join(f"{v:.{2 if m == 'PSNR' else 3}f}"
+                                                        for m, v in zip(TARGET_METRICS, means)) + " |")
+        lines += ["", "Paired: wins/pairs, mean difference [bootstrap 95% interval]", ""]
+        shown = [*rules, *[f"pixel-{r}" for r in rules[1:]]]
+        # Each rule against its own pixel-domain control (spatial-sfnn's is the pixel average, in REFERENCES).
+        controls = "\n".join(line for rule in rules[1:]
+                             for line in comparison_markdown(task_rows, [rule], [f"pixel-{rule}"]).splitlines()[2:])
+        lines += [comparison_markdown(task_rows, shown, REFERENCES).rstrip(), controls, ""]
+    (out / "comparison.md").write_text("\n".join(lines) + "\n")
+
+
+def tradeoff_figure(rows: list[dict], rules: Sequence[str], path: Path) -> None:
+    """PSNR against Qabf per task: the p sweep on latents and on pixels as curves, the other methods as points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(1, len(TASKS), figsize=(4.2 * len(TASKS), 3.8))
+    for axis, task in zip(axes, TASKS):
+        task_rows = [r for r in rows if r["task"] == task]
+
+        def mean(method: str, metric: str, task_rows: list[dict] = task_rows) -> float:
+            return float(np.mean([r[metric] for r in task_rows if r["method"] == method]))
+
+        for prefix, style, label in (("", "o-", "activity-p on latents"), ("pixel-", "s--", "activity-p on pixels")):
+            names = [f"{prefix}activity-p{p:g}" if prefix == "" or p > 0 else "pixel-average" for p in P_SWEEP]
+            axis.plot([mean(n, "Qabf") for n in names], [mean(n, "PSNR") for n in names], style, label=label)
+            for p, n in zip(P_SWEEP, names):
+                axis.annotate(f"{p:g}", (mean(n, "Qabf"), mean(n, "PSNR")), fontsize=7)
+        for method in ("sfnn-max", "spatial-sfnn", "two-scale", "pixel-two-scale", "pixel-average", "pixel-max"):
+            axis.plot(mean(method, "Qabf"), mean(method, "PSNR"), "^", label=method)
+        axis.set(title=task, xlabel="Qabf", ylabel="PSNR (dB)")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m EdranFusionLib.evaluation.study")
+    parser.add_argument("phase", choices=("tune", "score"))
+    parser.add_argument("--data", type=Path, required=True, help="the harvard folder")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--pairs", type=int, default=4, help="pairs per task")
+    parser.add_argument("--montage", type=int, default=2, help="validation pairs per task in the montages")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    try:
+        if args.phase == "tune":
+            print(json.dumps(tune(args.data, args.out, args.pairs)["chosen"], indent=1))
+        else:
+            score(args.data, args.out, args.pairs, args.montage)
+            print((args.out / "comparison.md").read_text())
+    except EdranFusionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

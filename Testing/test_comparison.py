@@ -1,0 +1,42 @@
+"""Comparison tools for fusion rules: pixel-domain controls, paired wins and bootstrap intervals."""
+
+import numpy as np
+import pytest
+
+from EdranFusionLib.evaluation.comparison import comparison_markdown, metrics_beaten, paired_comparison, pixel_rule
+from EdranFusionLib.evaluation.evaluate import pixel_baseline
+
+
+def _rows(differences: list[float]) -> list[dict]:
+    rows = []
+    for index, diff in enumerate(differences):
+        base = {"PSNR": 30.0 + index, "SSIM": 0.5, "FMI_edge": 0.4, "FSIM": 0.8, "Qabf": 0.5}
+        rows.append({"pair": f"{index}.png", "method": "ref", **base})
+        rows.append({"pair": f"{index}.png", "method": "new", **{k: v + diff for k, v in base.items()}})
+    return rows
+
+
+def test_paired_comparison_counts_wins_and_brackets_the_mean_difference():
+    stats = paired_comparison(_rows([0.1, 0.2, -0.05, 0.3]), "new", "ref")["PSNR"]
+    assert stats["wins"] == 3 and stats["pairs"] == 4
+    assert stats["mean_diff"] == pytest.approx(0.1375)
+    assert -0.05 <= stats["ci_low"] < stats["mean_diff"] < stats["ci_high"] <= 0.3
+
+
+def test_equal_methods_win_nowhere_and_are_not_better():
+    stats = paired_comparison(_rows([0.0, 0.0]), "new", "ref")
+    assert all(s["wins"] == 0 and s["ci_low"] == s["ci_high"] == 0 for s in stats.values())
+    assert metrics_beaten(stats) == []
+    assert "| new | ref | 0/2" in comparison_markdown(_rows([0.0, 0.0]), ["new"], ["ref"])
+
+
+def test_pixel_rules_match_the_pixel_baselines_and_keep_colour():
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+    colour = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    for a, b in ((gray, gray[::-1].copy()), (gray, colour)):
+        for kind in ("average", "max"):
+            ours, theirs = pixel_rule(kind)("x", a, b), pixel_baseline(kind)("x", a, b)
+            assert ours.shape == theirs.shape and np.abs(ours.astype(int) - theirs).max() <= 1
+    high = pixel_rule("activity-p8")("x", gray, gray[::-1].copy())
+    assert np.abs(high.astype(int) - np.maximum(gray, gray[::-1])).mean() < 3
