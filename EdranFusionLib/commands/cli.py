@@ -25,6 +25,7 @@ COMMANDS = {  # name -> (module in this package, help)
     "evaluate": ("evaluate", "fusion metrics, tables and montages for a test set"),
     "benchmark": ("benchmark", "speed and memory figures for this machine"),
     "preview": ("preview", "PNG of the middle slices of volumes, side by side"),
+    "serve": ("serve", "web page and API to fuse on this machine from a browser"),
 }
 
 
