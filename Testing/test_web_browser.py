@@ -73,7 +73,30 @@ def _best_match(tile: np.ndarray, keep: np.ndarray, volume: np.ndarray) -> float
     return best
 
 
-def test_fuse_the_stroke_sample_in_a_real_browser(browser) -> None:  # noqa: ANN001
+def _set(driver, element_id: str, value: str) -> None:  # noqa: ANN001
+    """Change a control the way a user does (value, then the input/change events), then let NiiVue redraw."""
+    driver.execute_script("const e = document.getElementById(arguments[0]); e.value = arguments[1];"
+                          "e.dispatchEvent(new Event('input')); e.dispatchEvent(new Event('change'));",
+                          element_id, value)
+    time.sleep(1.0)
+
+
+def _axial_tile(png: bytes, tiles: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fused canvas's axial tile from a screenshot: RGB, gray, and the pixels off the red crosshair."""
+    screenshot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.float64)
+    left, top, slices = tiles
+    x, y, width, height = (round(v) for v in next(box for kind, box in slices if kind == 0))
+    tile_rgb = screenshot[round(top) + y: round(top) + y + height, round(left) + x: round(left) + x + width]
+    keep = np.abs(tile_rgb[..., 0] - tile_rgb[..., 1]) < 20
+    return tile_rgb, tile_rgb.mean(axis=2), keep
+
+
+def _axial_stack(path: Path) -> np.ndarray:
+    image = read_volume(path)
+    return np.moveaxis(sitk.GetArrayFromImage(image), axial_axis(image), 0)
+
+
+def test_fuse_the_stroke_sample_in_a_real_browser(browser, tmp_path: Path) -> None:  # noqa: ANN001
     with running_server("--data", str(REPO / "EdranFusionLib" / "sample_data")) as server:
         browser.get(server.url)
         WebDriverWait(browser, 120).until(lambda d: _state(d) == "idle")
@@ -96,26 +119,25 @@ def test_fuse_the_stroke_sample_in_a_real_browser(browser) -> None:  # noqa: ANN
             "const r = document.getElementById('view-fused').getBoundingClientRect();"
             "return [r.left, r.top, views.fused.screenSlices.map(s => [s.axCorSag, s.leftTopWidthHeight])]")
         png = browser.get_screenshot_as_png()
+        _set(browser, "opacity", "0")  # the slider's other end: the base volume A alone
+        base_only = browser.get_screenshot_as_png()
+        _set(browser, "opacity", "1")
+        _set(browser, "cmap-fused", "hot")  # a SPECT/PET colour map on the fused volume
+        hot = browser.get_screenshot_as_png()
         fused = FusionClient(server.url).request("GET", f"/api/jobs/{job_id}/view/fused.nii.gz")[1]
     FIGURE.write_bytes(png)
-    screenshot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.float64)
-    left, top, slices = tiles
-    axial = next(box for kind, box in slices if kind == 0)
-    x, y, width, height = (round(v) for v in axial)
-    tile_rgb = screenshot[round(top) + y: round(top) + y + height, round(left) + x: round(left) + x + width]
-    gray = tile_rgb.mean(axis=2)
-    keep = np.abs(tile_rgb[..., 0] - tile_rgb[..., 1]) < 20  # drop the red crosshair and labels
+    tile_rgb, gray, keep = _axial_tile(png, tiles)
     assert gray.std() > 20 and (gray > 30).mean() > 0.2, "the fused view is blank"
-    fused_path = FIGURE.parent / ".fused_check.nii.gz"
-    fused_path.write_bytes(fused)
-    try:
-        image = read_volume(fused_path)
-    finally:
-        fused_path.unlink()
-    stack = np.moveaxis(sitk.GetArrayFromImage(image), axial_axis(image), 0)
-    t2 = read_volume(REPO / "EdranFusionLib" / "sample_data" / "stroke" / "T2.nii.gz")
-    t2_stack = np.moveaxis(sitk.GetArrayFromImage(t2), axial_axis(t2), 0)
+    (tmp_path / "fused.nii.gz").write_bytes(fused)
+    stack = _axial_stack(tmp_path / "fused.nii.gz")
+    t2_stack = _axial_stack(REPO / "EdranFusionLib" / "sample_data" / "stroke" / "T2.nii.gz")
     match, t2_match = _best_match(gray, keep, stack), _best_match(gray, keep, t2_stack)
-    print(f"axial tile vs fused slice r={match:.3f}, vs T2 slice r={t2_match:.3f}")
+    _rgb, base_gray, base_keep = _axial_tile(base_only, tiles)
+    base_match, base_t2_match = _best_match(base_gray, base_keep, stack), _best_match(base_gray, base_keep, t2_stack)
+    hot_rgb = _axial_tile(hot, tiles)[0]
+    print(f"axial tile vs fused slice r={match:.3f}, vs T2 slice r={t2_match:.3f}; opacity 0: vs fused "
+          f"r={base_match:.3f}, vs T2 r={base_t2_match:.3f}")
     assert match > 0.8, f"the fused view does not show the fused volume (r={match:.3f})"
     assert match > t2_match, f"the fused view looks more like A than the fused volume ({match:.3f} vs {t2_match:.3f})"
+    assert base_t2_match > 0.8 and base_t2_match > base_match, "opacity 0 does not show A alone"
+    assert np.abs(hot_rgb[..., 0] - hot_rgb[..., 2]).mean() > 20, "the hot colour map is not applied"

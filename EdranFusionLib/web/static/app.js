@@ -35,7 +35,25 @@ let polling = null;
 const views = {};
 const buffers = {};
 
+function buildViewRow(key, title) {  // one row of linked views: title, colour, window/level, canvas
+  const row = $("view-row-template").content.firstElementChild.cloneNode(true);
+  row.querySelector("h2").append(title, " ", Object.assign(document.createElement("span"), { id: `label-${key}` }));
+  for (const part of ["cmap", "level", "window"]) row.querySelector(`.${part}`).id = `${part}-${key}`;
+  row.querySelector("canvas").id = `view-${key}`;
+  $("view-rows").append(row);
+  return row;
+}
+
+function buildViewRows() {
+  buildViewRow("a", "A");
+  buildViewRow("b", "B");
+  const fused = buildViewRow("fused", "Fused over");
+  fused.querySelector("h2").append($("base"));
+  fused.querySelector(".controls").prepend($("opacity-label"));
+}
+
 async function init() {
+  buildViewRows();
   const info = await (await api("/api/info")).json();
   const data = info.has_data ? (await (await api("/api/data")).json()).volumes : [];
   for (const key of ["a", "b"]) {
