@@ -142,6 +142,7 @@ class JobQueue:
 
     def _next(self) -> Job | None:
         with self._condition:
+            self._expire()
             while not self._waiting and not self._stopping:
                 self._condition.wait(timeout=min(60.0, self.expiry_s))
                 self._expire()
