@@ -34,6 +34,7 @@ pytestmark = [
     pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                        reason="Debian chromium + chromium-driver missing: run 'make browser'"),
     pytest.mark.skipif(not NIIVUE_BUNDLE.is_file(), reason="web assets not fetched: run 'make web-assets'"),
+    pytest.mark.timeout(1200),  # about a minute on 2 free cores; far longer on a shared, loaded machine
 ]
 FIGURE = REPO / "docs" / "figures" / "web_page.png"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
