@@ -1,4 +1,4 @@
-"""`python -m EdranFusionLib <command>`: fuse, models, train, evaluate, benchmark, preview.
+"""`python -m EdranFusionLib <command>`: fuse, models, train, evaluate, benchmark, preview, serve.
 
 Each sub-command is one module of this package with ``add_arguments(parser)`` and ``run(args)``. Only the
 chosen command's module is imported, so a command that does not need torch never imports it.
