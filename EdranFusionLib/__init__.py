@@ -9,5 +9,20 @@ weights) -> fusion (rules incl. SFNN, colour, intensity, fuser, pipeline) -> tra
 benchmarks -> api, slicer_bridge -> commands (the CLI).
 """
 
-from .api import *  # noqa: F403 (the public names, listed once in api.py)
-from .api import __all__  # noqa: F401
+import importlib as _importlib
+
+
+def _api():
+    return _importlib.import_module(f"{__name__}.api")
+
+
+def __getattr__(name: str):
+    """The public names of api.py (and its ``__all__``), imported on first use: importing a torch-free part
+    (choices, io.weights, fusion.background, as the Slicer panel does when it opens) must not load torch."""
+    if name == "__all__" or name in _api().__all__:
+        return getattr(_api(), name)
+    raise AttributeError(f"module 'EdranFusionLib' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_api().__all__])

@@ -34,6 +34,7 @@ from ..benchmarks.speed import (
     sfnn_timings,
     stroke_end_to_end,
 )
+from ..benchmarks.stall import stall_figures
 from ..fusion.fuser import plan_fusion
 from ..network.devices import (
     DEVICE_CHOICES,
@@ -91,6 +92,10 @@ def print_report(results: dict) -> None:
     print(f"\nstroke T2 + FLAIR {'x'.join(map(str, stroke['shape']))}: read {stroke['read']:.2f} s, "
           f"fuse {stroke['fuse']:.2f} s, write {stroke['write']:.2f} s, total {stroke['total']:.2f} s "
           f"({stroke['cpu']:.1f} CPU s)")
+    for row in results.get("stall", []):
+        when = "later fusions (torch loaded)" if row["torch_loaded_before"] else "first fusion (imports torch)"
+        print(f"\nGUI-thread stall while {'x'.join(map(str, row['shape']))} fuses on a worker, {when}: longest "
+              f"{row['longest_stall_seconds']:.3f} s (target < 0.1 s) over {row['seconds']:.1f} s")
     if results.get("memory"):
         print("\npeak resident memory of one fusion run (child process)")
         for row in results["memory"]:
@@ -139,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
     results["pairs"] = rows
     results["sfnn"] = sfnn_timings(plan.workers, repeats)
     results["stroke_end_to_end"] = stroke_end_to_end(base, args.device, args.precision, 1 if args.quick else 3)
+    results["stall"] = stall_figures()
     if not args.quick or args.large:
         results["memory"] = [peak_memory(case) for case in memory_cases(args.large)]
     if args.web:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import warnings
 from collections import deque
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import torch
 from ..choices import DEFAULT_STRATEGY, STRATEGY_NAMES
 from ..errors import EdranFusionError, FusionCancelled
 from ..network.devices import resolve_device, resolve_precision, worker_pool
+from ..network.host_memory import available_memory_bytes
 from ..network.model import EHDRAN, LATENT_CHANNELS, fold_for_inference
 from .rules import fuse_latents
 
@@ -57,12 +57,7 @@ def _available_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
-    try:
-        with open("/proc/meminfo") as meminfo:
-            fields = dict(line.split(":", 1) for line in meminfo)
-        return int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    return available_memory_bytes()
 
 
 def _slices_fitting(height: int, width: int, device: torch.device, dtype: torch.dtype) -> int:

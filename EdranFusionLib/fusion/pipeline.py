@@ -18,6 +18,7 @@ from ..choices import DEFAULT_MODEL, DEFAULT_STRATEGY
 from ..errors import EdranFusionError
 from ..io import volumes
 from ..io.model_files import load_model
+from ..io.weights import resolve
 from ..network.model import EHDRAN
 from .color import is_colour, recolour
 from .fuser import Cancel, Progress, fuse_stacks
@@ -25,13 +26,18 @@ from .intensity import IntensityWindow, luminance_window
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_model(name_or_path: str) -> EHDRAN:
+def _cached_model(name_or_path: str, path: str, size: int, mtime_ns: int) -> EHDRAN:
+    """Keyed by the weights file's path, size and mtime too, so a file rewritten on disk is loaded again."""
     return load_model(name_or_path)
 
 
 def as_model(model: EHDRAN | str | os.PathLike) -> EHDRAN:
-    """A model instance from an instance, a bundled name or a weights path (loaded once, then cached)."""
-    return model if isinstance(model, EHDRAN) else _cached_model(str(model))
+    """A model instance from an instance, a bundled name or a weights path (loaded once per file version)."""
+    if isinstance(model, EHDRAN):
+        return model
+    path, _sha256 = resolve(model)
+    stat = path.stat()
+    return _cached_model(str(model), str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 def _chroma_source(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
