@@ -3,14 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test wheel-check lint benchmark clean
+.PHONY: setup demo test wheel-check lint benchmark clean web-assets browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first and pinned: on these machines 2.13.0 is the local CPU build; a bare "torch" pulls CUDA.
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,web]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -22,7 +22,20 @@ demo: setup
 	$(PY) -m EdranFusionLib preview outputs/stroke_T2+FLAIR_fused.nii.gz \
 		EdranFusionLib/sample_data/stroke/T2.nii.gz EdranFusionLib/sample_data/stroke/FLAIR.nii.gz -o outputs/stroke_preview.png
 
-test: setup wheel-check
+# The web page's viewer: NiiVue from npm, pinned by package-lock.json, copied into the package (never committed).
+WEB_BUNDLE := EdranFusionLib/web/static/vendor/niivue/niivue.umd.js
+$(WEB_BUNDLE): EdranFusionLib/web/package.json EdranFusionLib/web/package-lock.json tools/web_assets.py
+	command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; }
+	$(PYTHON) tools/web_assets.py
+
+web-assets: $(WEB_BUNDLE)
+
+# Debian's Chromium and ChromeDriver for the browser test (as root; skipped when already installed).
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+test: setup web-assets browser wheel-check
 	$(PY) -m pytest -q Testing
 
 # Build the sdist + wheel, install the wheel into a fresh venv (core requirements at their floors) and use it

@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also time the model under torch.compile (needs a C++ compiler; slow to compile)")
     parser.add_argument("--large", action="store_true",
                         help="also peak memory for synthetic 512x512x100 and 512x512x400 volumes (takes many minutes)")
+    parser.add_argument("--web", action="store_true",
+                        help="also the web server load check: 4 clients x 2 jobs on 127.0.0.1 (needs the web extra)")
 
 
 
@@ -95,6 +97,18 @@ def print_startup(startup: dict) -> None:
           f"(target at most +{startup['pair_target_extra_seconds']:.1f} s)")
 
 
+def print_web_load(load: dict) -> None:
+    print(f"\nweb server load: {load['clients']} clients x {load['jobs_per_client']} jobs, "
+          f"{'x'.join(map(str, load['shape']))} stroke slabs, one server on 127.0.0.1: "
+          f"{load['jobs_done']} jobs in {load['wall_s']:.1f} s ({load['jobs_per_minute']:.1f} jobs/min), "
+          f"{'all results correct' if load['all_correct'] else 'NOT ALL CORRECT: ' + '; '.join(load['failures'])}")
+    print(f"  queue wait median {load['queue_wait_median_s']:.1f} s, max {load['queue_wait_max_s']:.1f} s; "
+          f"run per job median {load['run_median_s']:.1f} s")
+    for row in load["jobs"]:
+        print(f"  client {row['client']}  queue wait {row['queue_wait_s']:6.1f} s  run {row['run_s']:5.1f} s  "
+              f"submit to download {row['end_to_end_s']:6.1f} s  max |error| {row['max_abs_error']:.1e}")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -152,6 +166,10 @@ def run(args: argparse.Namespace) -> int:
         from ..benchmarks.strategies import strategy_timings
 
         results["strategies"] = strategy_timings(base, args.precision, repeats)
+    if args.web:
+        from ..benchmarks.web_load import web_load
+
+        results["web_load"] = web_load()
     results["machine"]["load_average_1min_end"] = os.getloadavg()[0]
     print_report(results)
     print_startup(results["startup"])
@@ -159,6 +177,8 @@ def run(args: argparse.Namespace) -> int:
         from ..benchmarks.strategies import print_strategies
 
         print_strategies(results["strategies"])
+    if "web_load" in results:
+        print_web_load(results["web_load"])
     args.json.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.json}")
     return 0

@@ -1,4 +1,5 @@
-"""`edranfusion <command>` (or `python -m EdranFusionLib <command>`): fuse, models, train, evaluate, benchmark, preview.
+"""`edranfusion <command>` (or `python -m EdranFusionLib <command>`): fuse, models, train, evaluate, benchmark,
+preview, serve.
 
 Each sub-command is one module of this package with ``add_arguments(parser)`` and ``run(args)``. Only the
 chosen command's module is imported, so a command that does not need torch never imports it.
@@ -26,6 +27,7 @@ COMMANDS = {  # name -> (module in this package, help)
     "evaluate": ("evaluate", "fusion metrics, tables and montages for a test set"),
     "benchmark": ("benchmark", "speed and memory figures for this machine"),
     "preview": ("preview", "PNG of the middle slices of volumes, side by side"),
+    "serve": ("serve", "web page and API to fuse on this machine from a browser"),
 }
 
 
