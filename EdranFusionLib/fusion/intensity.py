@@ -27,7 +27,7 @@ from .color import is_colour, luminance
 
 LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.5
-CHUNK_VOXELS = 1 << 22  # ~16 MiB of float32 per chunk of slices examined at once
+CHUNK_VOXELS = 1 << 20  # voxels examined at once: ~4 MiB of float32, ~30 MiB of temporaries at most
 _BINS = 4096
 _GATHER_LIMIT = 1 << 20  # order statistics are picked exactly once a histogram bin holds at most this many
 
@@ -61,9 +61,9 @@ class ValueSummary:
     size: int
 
 
-def chunks(data: np.ndarray, voxels: int = CHUNK_VOXELS) -> Iterator[np.ndarray]:
+def chunks(data: np.ndarray, voxels: int | None = None) -> Iterator[np.ndarray]:
     """Consecutive blocks of whole slices (first axis) of about ``voxels`` values each; views, not copies."""
-    step = max(1, voxels // max(1, int(np.prod(data.shape[1:]))))
+    step = max(1, (voxels or CHUNK_VOXELS) // max(1, int(np.prod(data.shape[1:]))))
     for start in range(0, len(data), step):
         yield data[start : start + step]
 
@@ -156,8 +156,8 @@ def order_statistic(data: np.ndarray, rank: int, summary: ValueSummary) -> float
     """The ``rank``-th smallest finite value (0-based) of ``data``, in passes over chunks of slices."""
     low, high = summary.low, summary.high
     while low < high:
-        edges = np.linspace(low, high, _BINS + 1)
-        counts = sum(np.histogram(values, bins=edges)[0] for values in map(_finite, chunks(data)))
+        edges = np.linspace(low, high, _BINS + 1)  # the edges np.histogram's uniform bins compare against
+        counts = sum(np.histogram(values, bins=_BINS, range=(low, high))[0] for values in map(_finite, chunks(data)))
         cumulative = np.cumsum(counts)
         index = int(np.searchsorted(cumulative, rank, side="right"))
         rank -= int(cumulative[index - 1]) if index else 0
