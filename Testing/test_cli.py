@@ -58,12 +58,6 @@ def png(path: Path, pixels: np.ndarray) -> Path:
     return path
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    (tmp_path / "out").mkdir()
-    return tmp_path
-
-
 def outputs_left(workdir: Path) -> list[str]:
     return sorted(os.listdir(workdir / "out"))
 

@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 from conftest import blob_image, oblique_volume
 from PIL import Image, ImageFile
-from test_cli import assert_user_error, cli, outputs_left, workdir  # noqa: F401 (workdir is a fixture)
+from test_cli import assert_user_error, cli, outputs_left
 
 from EdranFusionLib.errors import EdranFusionError
 from EdranFusionLib.io.images import read_image

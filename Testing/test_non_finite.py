@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import blob_image, oblique_volume
-from test_cli import cli, workdir  # noqa: F401 (workdir is a fixture)
+from test_cli import cli
 
 from EdranFusionLib import fuse_volumes
 from EdranFusionLib.errors import InputWarning

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import blob_image, oblique_volume
-from test_cli import assert_user_error, cli, outputs_left, workdir  # noqa: F401 (workdir is a fixture)
+from test_cli import assert_user_error, cli, outputs_left
 
 from EdranFusionLib import fuse_volumes
 from EdranFusionLib.fusion import fuser, intensity
