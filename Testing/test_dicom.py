@@ -24,8 +24,8 @@ ROW = (np.cos(ANGLE), np.sin(ANGLE), 0.0)
 COLUMN = (-np.sin(ANGLE), np.cos(ANGLE), 0.0)
 
 
-def write_series(folder: Path, uid: str, description: str = "T1", *, seed: int = 0, positions: list[float] | None = None,
-                 tilt_mm: float = 0.0, first_file: int = 0) -> np.ndarray:
+def write_series(folder: Path, uid: str, description: str = "T1", *, seed: int = 0,
+                 positions: list[float] | None = None, tilt_mm: float = 0.0, first_file: int = 0) -> np.ndarray:
     """One file per slice; ``positions``: distances along the normal (default: evenly spaced); ``tilt_mm``: each
     slice shifted this far along the column direction per slice (a CT gantry tilt)."""
     folder.mkdir(parents=True, exist_ok=True)
