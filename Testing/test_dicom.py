@@ -182,3 +182,13 @@ def test_a_folder_of_only_non_image_files_is_refused(workdir, model_path):
     write_non_image_dicom(folder / "DICOMDIR", "1.2.840.10008.1.3.10", None)
     with pytest.raises(EdranFusionError, match="holds no DICOM images"):
         read_volume(folder)
+
+
+@pytest.mark.parametrize("which", [0, SHAPE[0] - 1], ids=["first slice", "last slice"])
+def test_a_slice_file_cut_short_is_named_not_dropped(tmp_path, which):
+    """GDCM cannot parse a cut slice at all; skipping it would silently shorten the volume at either end."""
+    write_series(tmp_path, "1.2.826.0.1.3680043.2.1125.7.12")
+    path = sorted(tmp_path.iterdir())[which]
+    path.write_bytes(path.read_bytes()[:-300])
+    with pytest.raises(EdranFusionError, match=f"1 DICOM image file.*cannot be read.*{path.name}"):
+        read_volume(tmp_path)

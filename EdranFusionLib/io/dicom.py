@@ -46,15 +46,19 @@ class DicomSeries:
         return f"{self.uid} ('{self.description or 'no description'}', {self.frames} slices{where})"
 
 
+class _Unreadable(Exception):
+    """GDCM could not parse the file (not DICOM, a DICOM object without pixels, or a damaged file)."""
+
+
 def _header(path: Path) -> sitk.ImageFileReader | None:
-    """The file's DICOM header, or None when it is not a DICOM image (no pixel matrix)."""
+    """The file's DICOM header, or None when it is a DICOM object without a pixel matrix."""
     reader = sitk.ImageFileReader()
     reader.SetImageIO("GDCMImageIO")
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
     except RuntimeError:
-        return None
+        raise _Unreadable() from None
     has_pixels = reader.HasMetaDataKey(_ROWS) and reader.HasMetaDataKey(_COLUMNS)
     return reader if has_pixels and reader.HasMetaDataKey(_SERIES_UID) else None
 
@@ -66,10 +70,15 @@ def _tag(reader: sitk.ImageFileReader, tag: str) -> str:
 def find_series(folder: Path) -> dict[str, DicomSeries]:
     """Every DICOM image series under ``folder`` by SeriesInstanceUID, in the order first found."""
     series: dict[str, DicomSeries] = {}
+    unreadable: list[Path] = []
     for root, dirs, names in os.walk(folder):
         dirs.sort()
         for name in sorted(names):
-            reader = _header(Path(root) / name)
+            try:
+                reader = _header(Path(root) / name)
+            except _Unreadable:
+                unreadable.append(Path(root) / name)
+                continue
             if reader is None:
                 continue
             uid = _tag(reader, _SERIES_UID)
@@ -77,7 +86,22 @@ def find_series(folder: Path) -> dict[str, DicomSeries]:
             entry.files.append(Path(root) / name)
             entry.headers.append(reader)
             entry.frames += int(_tag(reader, _FRAMES) or 1)
+    damaged = [path for path in unreadable if _damaged_image(path)]
+    if damaged:
+        raise EdranFusionError(
+            f"{len(damaged)} DICOM image file(s) under {folder} cannot be read (cut short or damaged), e.g. "
+            f"{damaged[0].relative_to(folder)}; copy or export the series again"
+        )
     return series
+
+
+def _damaged_image(path: Path) -> bool:
+    """An unparseable DICOM file (preamble + 'DICM') that holds a Rows element (0028,0010): an image file cut
+    short or damaged. DICOMDIRs, reports and presentation states have no Rows; other files have no 'DICM'."""
+    with open(path, "rb") as file:
+        if file.read(132)[128:] != b"DICM":
+            return False
+        return b"\x28\x00\x10\x00" in file.read(1 << 16)
 
 
 def is_dicom_folder(folder: Path) -> bool:
