@@ -3,6 +3,7 @@ ImageFileWriter and explicit tags (position, orientation, UIDs), then read back 
 
 from __future__ import annotations
 
+import locale
 import struct
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from conftest import blob_image
 from test_cli import assert_user_error, cli, outputs_left
 
 from EdranFusionLib.errors import EdranFusionError
-from EdranFusionLib.io.volumes import read_volume
+from EdranFusionLib.io.dicom import process_locale_kept
+from EdranFusionLib.io.volumes import read_volume, write_volume
 
 SHAPE = (6, 20, 24)  # slices, rows, columns
 SPACING = (0.8, 0.9, 2.5)  # column, row, slice (mm)
@@ -48,7 +50,8 @@ def write_series(folder: Path, uid: str, description: str = "T1", *, seed: int =
         for tag, value in tags.items():
             plane.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"IM{first_file + k:05d}"))  # PACS exports often have no suffix
-        writer.Execute(plane)
+        with process_locale_kept():
+            writer.Execute(plane)
     return volume
 
 
@@ -192,3 +195,11 @@ def test_a_slice_file_cut_short_is_named_not_dropped(tmp_path, which):
     path.write_bytes(path.read_bytes()[:-300])
     with pytest.raises(EdranFusionError, match=f"1 DICOM image file.*cannot be read.*{path.name}"):
         read_volume(tmp_path)
+
+
+def test_writing_dicom_leaves_the_process_locale_alone(tmp_path):
+    """GDCM sets the C locale while writing orientation tags; text written afterwards must still be UTF-8."""
+    before = locale.setlocale(locale.LC_ALL)
+    write_volume(sitk.GetImageFromArray(blob_image(SHAPE, 8, np.float32)), tmp_path / "dicom_out")
+    assert locale.setlocale(locale.LC_ALL) == before
+    assert len(list((tmp_path / "dicom_out").iterdir())) == SHAPE[0]

@@ -142,8 +142,9 @@ def check_memory(input_bytes: int, voxels: int, colour: bool, slice_shape: tuple
     available = available_memory_bytes("cpu")
     if needed > available:
         mib = 1024 * 1024
+        inputs = f"inputs {input_bytes // mib} MiB, " if input_bytes else ""
         raise EdranFusionError(
-            f"fusing these volumes needs about {needed // mib} MiB (inputs {input_bytes // mib} MiB, output "
+            f"fusing these volumes needs about {needed // mib} MiB ({inputs}output "
             f"{output_bytes(voxels, colour) // mib} MiB, {working // mib} MiB to fuse one slice) but only "
             f"{available // mib} MiB of memory are available; free memory, or crop or downsample the volumes"
         )

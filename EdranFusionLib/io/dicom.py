@@ -14,7 +14,10 @@ with what to do rather than read with wrong geometry). A multi-frame file is rea
 
 from __future__ import annotations
 
+import contextlib
+import locale
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +31,17 @@ _POSITION, _ORIENTATION, _INSTANCE = "0020|0032", "0020|0037", "0020|0013"
 _POSITION_TOLERANCE_MM = 1e-3
 _SPACING_TOLERANCE = 0.01  # relative: steps further than 1% from the typical step are uneven
 _TILT_TOLERANCE_DEGREES = 0.1
+
+
+@contextlib.contextmanager
+def process_locale_kept() -> Iterator[None]:
+    """GDCM switches the whole process to the "C" locale when it writes decimal-string tags (orientation,
+    position, spacing) and does not switch back, after which Python writes text as ASCII. Restore it."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
 
 
 @dataclass

@@ -21,7 +21,7 @@ import SimpleITK as sitk
 
 from ..errors import EdranFusionError
 from .atomic import atomic_output
-from .dicom import read_dicom_folder
+from .dicom import process_locale_kept, read_dicom_folder
 from .integrity import check_volume_file
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -171,7 +171,7 @@ def write_volume(image: sitk.Image, path: str | os.PathLike) -> None:
         raise EdranFusionError(
             f"unsupported output format {path.name}; use {', '.join(VOLUME_SUFFIXES)} or a folder for DICOM"
         )
-    with atomic_output(path, directory=True) as folder:
+    with atomic_output(path, directory=True) as folder, process_locale_kept():
         _write_dicom_series(image, folder)
 
 
