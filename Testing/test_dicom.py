@@ -140,6 +140,10 @@ def test_cli_fuses_two_series_of_one_folder_picked_by_uid(workdir, model_path):
                  "--series-a", "1.2.826.0.1.3680043.2.1125.7.7", "--series-b", "1.2.826.0.1.3680043.2.1125.7.8")
     assert result.returncode == 0, result.stderr
     _assert_geometry(sitk.ReadImage(str(output)))
+    sitk.WriteImage(sitk.ReadImage(str(output)), str(workdir / "file.nrrd"))
+    misused = cli("fuse", workdir / "file.nrrd", folder, "-o", workdir / "out" / "g.nrrd", "--model", model_path,
+                  "--series-a", "1.2.826.0.1.3680043.2.1125.7.7", "--series-b", "1.2.826.0.1.3680043.2.1125.7.8")
+    assert_user_error(misused, "--series-a picks a series from a DICOM folder")
 
 
 # Positions in the messages are along the slice normal from the scanner's origin: the series starts at 12 mm.

@@ -95,6 +95,9 @@ def _run(args: argparse.Namespace) -> int:
     elif kind_a == "folder":
         _fuse_folders(path_a, path_b, output, settings, args.quiet)
     else:
+        for option, path in (("--series-a", path_a), ("--series-b", path_b)):
+            if getattr(args, option[2:].replace("-", "_")) and not path.is_dir():
+                raise EdranFusionError(f"{option} picks a series from a DICOM folder, but {path} is a file")
         _check_memory_before_reading(path_a, path_b)
         a, b = volumes.read_volume(path_a, args.series_a), volumes.read_volume(path_b, args.series_b)
         with progress_bar("fusing", args.quiet) as progress:
