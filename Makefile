@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint benchmark clean
+.PHONY: setup demo test wheel-check lint benchmark clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,13 @@ demo: setup
 	$(PY) -m EdranFusionLib preview outputs/stroke_T2+FLAIR_fused.nii.gz \
 		EdranFusionLib/sample_data/stroke/T2.nii.gz EdranFusionLib/sample_data/stroke/FLAIR.nii.gz -o outputs/stroke_preview.png
 
-test: setup
+test: setup wheel-check
 	$(PY) -m pytest -q Testing
+
+# Build the sdist + wheel, install the wheel into a fresh venv (core requirements at their floors) and use it
+# from outside the checkout, as a user would.
+wheel-check: setup
+	$(PY) tools/wheel_check.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

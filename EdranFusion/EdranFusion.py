@@ -5,11 +5,14 @@ which is imported only when a fusion runs, after its Python dependencies are ins
 consent), so the module loads in any Slicer even before PyTorch is there.
 """
 
+import importlib.metadata
 import importlib.util
 import logging
 import pathlib
+import re
 import sys
 import time
+import unittest
 from typing import Annotated, Callable, Optional, Union
 
 import qt
@@ -37,6 +40,9 @@ REQUIREMENTS = {
 }
 # Entry of the model list that means "use the weights file chosen below".
 WEIGHTS_FILE_CHOICE = "Weights file"
+# PyTorch's own package index, one folder per computation backend (cpu, cu121, ...).
+PYTORCH_INDEX = "https://download.pytorch.org/whl/"
+POLL_INTERVAL_MS = 100
 VolumeNode = Union[vtkMRMLScalarVolumeNode, vtkMRMLVectorVolumeNode]
 
 
@@ -63,9 +69,70 @@ def resourcePath(relativePath: str) -> str:
     return str(EXTENSION_ROOT / "Resources" / relativePath)
 
 
+def _versionTuple(version: str) -> tuple:
+    """(2, 13, 0) from "2.13.0+cpu" or "2.13.0rc1": the leading numbers, enough to compare with a floor."""
+    numbers = []
+    for part in version.split("+", maxsplit=1)[0].split("."):
+        digits = re.match(r"\d+", part)
+        if digits is None:
+            break
+        numbers.append(int(digits.group()))
+    return tuple(numbers)
+
+
+def installedVersion(distribution: str) -> Optional[str]:
+    """Version of an installed distribution from its metadata (nothing is imported), or None."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        wanted = distribution.lower()
+        for found in importlib.metadata.distributions():  # older Pythons match names case-sensitively
+            if (found.metadata["Name"] or "").lower() == wanted:
+                return found.version
+        return None
+
+
 def missingRequirements() -> list:
-    """Requirements (pip specifiers) whose Python package cannot be imported."""
-    return [requirement for module, requirement in REQUIREMENTS.items() if importlib.util.find_spec(module) is None]
+    """Requirements (pip specifiers) whose package cannot be imported or is older than the floor.
+
+    Reads only import specs and package metadata, so it is cheap and never loads PyTorch.
+    """
+    missing = []
+    for module, requirement in REQUIREMENTS.items():
+        distribution, floor = requirement.split(">=")
+        if importlib.util.find_spec(module) is None:
+            missing.append(requirement)
+            continue
+        version = installedVersion(distribution)
+        if version is not None and _versionTuple(version) < _versionTuple(floor):
+            missing.append(requirement)
+    return missing
+
+
+def describeMissing(missing: list) -> str:
+    """One line per requirement, saying which version is there now, if any."""
+    lines = []
+    for requirement in missing:
+        distribution = requirement.split(">=")[0]
+        version = installedVersion(distribution)
+        lines.append(f"{requirement} (installed: {version})" if version else requirement)
+    return "\n".join(lines)
+
+
+class TorchNotLoadable(RuntimeError):
+    """PyTorch is installed but importing it fails (e.g. a broken or half-finished installation)."""
+
+
+def importTorch():
+    """Import PyTorch, turning the many ways a broken installation fails into one clear error."""
+    try:
+        import torch
+    except Exception as error:  # ImportError, OSError (a DLL or .so that does not load), ...
+        raise TorchNotLoadable(_(
+            "PyTorch is installed but cannot be loaded ({error}). Press 'Install PyTorch' to reinstall it, "
+            "then restart Slicer."
+        ).format(error=error)) from error
+    return torch
 
 
 #
@@ -146,22 +213,24 @@ def loadStrokeSample(source=None) -> list:
 
 @parameterNodeWrapper
 class EdranFusionParameterNode:
-    """What the user chose; saved with the scene.
+    """What the user chose; saved with the scene. Volumes may be None (not chosen yet).
 
     inputVolumeA - reference volume: the output takes its grid, geometry and intensity units.
     inputVolumeB - the other modality, co-registered with A.
-    outputVolume - volume overwritten with the result; none means "create a new one".
+    outputVolume - volume overwritten with the result; None means "create a new one".
     model - a bundled model name, or WEIGHTS_FILE_CHOICE to use weightsFile.
+    weightsFile - path of a weights file; "" when none was chosen (bound in code: the path widget's own
+        binding would show an empty path as ".").
     strategy, device - as in EdranFusionLib (fusion rule; auto/cpu/cuda/mps).
     batchSize - slices per network call; 0 means automatic.
     resampleB - resample B onto A's grid when the grids differ (otherwise that is an error).
     """
 
-    inputVolumeA: VolumeNode
-    inputVolumeB: VolumeNode
-    outputVolume: VolumeNode
+    inputVolumeA: Optional[VolumeNode]
+    inputVolumeB: Optional[VolumeNode]
+    outputVolume: Optional[VolumeNode]
     model: str = "general"
-    weightsFile: pathlib.Path
+    weightsFile: str = ""
     strategy: str = "sfnn-max"
     device: str = "auto"
     batchSize: Annotated[int, WithinRange(0, 256)] = 0
@@ -174,7 +243,12 @@ class EdranFusionParameterNode:
 
 
 class EdranFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """The module panel, bound to the parameter node; runs the Logic with progress and Cancel."""
+    """The module panel, bound to the parameter node.
+
+    A fusion runs on a worker thread (EdranFusionLib.fusion.background); a timer on the GUI thread shows its
+    progress and, when it ends, stores the result, so the views stay usable and Cancel stays clickable.
+    Opening the panel never imports PyTorch: that happens on the worker when Apply is pressed.
+    """
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -184,9 +258,9 @@ class EdranFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._choicesLoaded = False
         self._updatingChoices = False
-        self._running = False
-        self._cancelRequested = False
-        self._deviceDescriptions = {}
+        self._fusion = None  # (NodeFusion, BackgroundRun) while a fusion runs
+        self._device = ""
+        self._torchProblem = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -195,6 +269,9 @@ class EdranFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = EdranFusionLogic()
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(POLL_INTERVAL_MS)
+        self._pollTimer.connect("timeout()", self._pollFusion)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -202,14 +279,18 @@ class EdranFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # The three lists come from EdranFusionLib, so they are filled in code rather than bound in the .ui.
         for combo in self._choiceCombos().values():
             combo.connect("currentIndexChanged(int)", self._storeChoices)
+        self.ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self._storeWeightsFile)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.installButton.connect("clicked(bool)", self.onInstallButton)
 
         self._loadChoices()
         self._setRunning(False)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        self._cancelRun()
+        self._pollTimer.stop()  # the cancelled worker ends by itself; nothing is stored
         self.removeObservers()
 
     def enter(self) -> None:
@@ -219,6 +300,7 @@ class EdranFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event) -> None:
+        self._cancelRun()  # its nodes are going away; store() would refuse them anyway
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -253,8 +335,8 @@ class EdranFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return {"model": self.ui.modelComboBox, "strategy": self.ui.strategyComboBox, "device": self.ui.deviceComboBox}
 
     def _loadChoices(self) -> None:
-        """Fill the model/strategy/device lists from EdranFusionLib once its dependencies are installed."""
-        if self._choicesLoaded or missingRequirements():
+        """Fill the model/strategy/device lists from EdranFusionLib's torch-free registry."""
+        if self._choicesLoaded:
             return
         choices = self.logic.choices()
         choices["model"] = [*choices["model"], WEIGHTS_FILE_CHOICE]
@@ -266,7 +348,6 @@ class EdranFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         finally:
             self._updatingChoices = False
         self._choicesLoaded = True
-        self._updateGui()
 
     def _showChoices(self) -> None:
         self._updatingChoices = True
@@ -274,8 +355,10 @@ class EdranFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for parameter, combo in self._choiceCombos().items():
                 value = getattr(self._parameterNode, parameter)
                 if combo.findText(value) < 0:
-                    combo.addItem(value)  # e.g. before PyTorch is installed, or a model not installed here
+                    combo.addItem(value)  # e.g. a model saved with the scene that is not installed here
                 combo.setCurrentText(value)
+            if self.ui.weightsPathLineEdit.currentPath != self._parameterNode.weightsFile:
+                self.ui.weightsPathLineEdit.currentPath = self._parameterNode.weightsFile
         finally:
             self._updatingChoices = False
 
@@ -286,6 +369,10 @@ class EdranFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if combo.currentText and combo.currentText != getattr(self._parameterNode, parameter):
                 setattr(self._parameterNode, parameter, combo.currentText)
 
+    def _storeWeightsFile(self, path: str) -> None:
+        if self._parameterNode is not None and not self._updatingChoices:
+            self._parameterNode.weightsFile = path.strip()
+
     # --- state shown in the panel ----------------------------------------------------------------------
 
     def _updateGui(self, caller=None, event=None) -> None:
@@ -293,17 +380,26 @@ class EdranFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._showChoices()
         self.ui.weightsPathLineEdit.enabled = self._parameterNode.model == WEIGHTS_FILE_CHOICE
-        self.ui.deviceInUseLabel.text = self._deviceInUse(self._parameterNode.device)
+        self.ui.deviceInUseLabel.text = self._device or _("chosen when you press Apply")
+        self._showDependencyState()
         problem = self._whyNotReady()
-        self.ui.applyButton.enabled = problem is None and not self._running
+        self.ui.applyButton.enabled = problem is None and self._fusion is None
         self.ui.applyButton.toolTip = problem or _("Fuse volume B into volume A")
 
-    def _deviceInUse(self, device: str) -> str:
-        if missingRequirements():
-            return _("PyTorch is not installed yet; it is installed when you press Apply")
-        if device not in self._deviceDescriptions:
-            self._deviceDescriptions[device] = self.logic.describeDevice(device)
-        return self._deviceDescriptions[device]
+    def _showDependencyState(self) -> None:
+        """A missing, outdated or broken PyTorch is said in the panel, next to the button that fixes it."""
+        missing = missingRequirements()
+        if self._torchProblem:
+            message = self._torchProblem
+        elif missing:
+            message = _("Not installed yet (installed on the first Apply, after asking):\n{packages}").format(
+                packages=describeMissing(missing))
+        else:
+            message = ""
+        self.ui.dependencyLabel.text = message
+        self.ui.dependencyLabel.visible = bool(message)
+        self.ui.installButton.visible = bool(message)
+        self.ui.installButton.enabled = self._fusion is None
 
     def _whyNotReady(self) -> Optional[str]:
         """Why Apply is disabled, or None when the inputs are valid."""
@@ -312,15 +408,14 @@ class EdranFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return _("Select volumes A and B")
         if parameters.inputVolumeA == parameters.inputVolumeB:
             return _("Volumes A and B are the same volume; select two different volumes")
-        if parameters.outputVolume in (parameters.inputVolumeA, parameters.inputVolumeB):
+        if parameters.outputVolume and parameters.outputVolume in (parameters.inputVolumeA, parameters.inputVolumeB):
             return _("The fused volume must not overwrite an input; select another output or create a new one")
-        if parameters.model == WEIGHTS_FILE_CHOICE and not parameters.weightsFile.is_file():
+        if parameters.model == WEIGHTS_FILE_CHOICE and not (
+                parameters.weightsFile and pathlib.Path(parameters.weightsFile).is_file()):
             return _("Select an existing weights file (.pt)")
         return None
 
     def _setRunning(self, running: bool) -> None:
-        self._running = running
-        self._cancelRequested = False
         for section in (self.ui.inputsCollapsibleButton, self.ui.outputsCollapsibleButton,
                         self.ui.fusionCollapsibleButton, self.ui.advancedCollapsibleButton):
             section.enabled = not running
@@ -332,41 +427,80 @@ class EdranFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # --- running ---------------------------------------------------------------------------------------
 
-    def onApplyButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Installing EdranFusion's Python packages failed."), waitCursor=True):
-            if not self.logic.installDependencies(slicer.util.confirmOkCancelDisplay):
-                slicer.util.showStatusMessage(_("EdranFusion needs PyTorch; nothing was done."), 5000)
-                return
-        self._loadChoices()
-        self._deviceDescriptions.clear()
-        parameters = self._parameterNode
-        model = str(parameters.weightsFile) if parameters.model == WEIGHTS_FILE_CHOICE else parameters.model
-        with slicer.util.tryWithErrorDisplay(_("Fusion failed."), waitCursor=True):
-            from EdranFusionLib.errors import FusionCancelled
+    def _install(self, confirm: Callable[[str], bool]) -> bool:
+        """Install what is missing; the wait cursor is shown only while installing, never over the question."""
+        try:
+            return self.logic.installDependencies(confirm, reinstallTorch=self._torchProblem is not None)
+        except Exception as error:
+            slicer.util.errorDisplay(_("Installing EdranFusion's Python packages failed.") + f"\n\n{error}")
+            return False
+        finally:
+            self._updateGui()
 
-            self._setRunning(True)
-            try:
-                output = self.logic.process(
-                    parameters.inputVolumeA, parameters.inputVolumeB, parameters.outputVolume,
-                    model=model, strategy=parameters.strategy, device=parameters.device,
-                    batch_size=parameters.batchSize or None, resample=parameters.resampleB,
-                    progress=self._onProgress, cancel=lambda: self._cancelRequested,
-                )
-            except FusionCancelled:
-                slicer.util.showStatusMessage(_("Fusion cancelled; the scene is unchanged."), 5000)
-                return
-            finally:
-                self._setRunning(False)
-            parameters.outputVolume = output
-            slicer.util.setSliceViewerLayers(background=output, foreground=None, fit=True)
+    def onInstallButton(self) -> None:
+        if self._install(slicer.util.confirmOkCancelDisplay) and self._torchProblem:
+            self._torchProblem = _("PyTorch was reinstalled; restart Slicer to load it.")
+            self._updateGui()
+
+    def onApplyButton(self) -> None:
+        if missingRequirements() and not self._install(slicer.util.confirmOkCancelDisplay):
+            slicer.util.showStatusMessage(_("EdranFusion needs PyTorch; nothing was done."), 5000)
+            return
+        parameters = self._parameterNode
+        model = parameters.weightsFile if parameters.model == WEIGHTS_FILE_CHOICE else parameters.model
+        try:
+            self._fusion = self.logic.startProcess(
+                parameters.inputVolumeA, parameters.inputVolumeB, parameters.outputVolume,
+                model=model, strategy=parameters.strategy, device=parameters.device,
+                batch_size=parameters.batchSize or None, resample=parameters.resampleB,
+            )
+        except Exception as error:  # bad input found before anything started (EdranFusionError)
+            slicer.util.errorDisplay(_("Fusion failed.") + f"\n\n{error}")
+            return
+        self._setRunning(True)
+        self._pollTimer.start()
 
     def onCancelButton(self) -> None:
-        self._cancelRequested = True
+        if self._fusion is not None:
+            self._fusion[1].cancel()
         self.ui.cancelButton.enabled = False
 
-    def _onProgress(self, fraction: float) -> None:
-        self.ui.progressBar.value = int(round(100 * fraction))
-        slicer.app.processEvents()  # repaints the bar and lets the Cancel click through
+    def _cancelRun(self) -> None:
+        if self._fusion is not None:
+            self._fusion[1].cancel()
+
+    def _pollFusion(self) -> None:
+        """Timer slot on the GUI thread: show progress; once the worker is done, store or report."""
+        if self._fusion is None:
+            self._pollTimer.stop()
+            return
+        fusion, run = self._fusion
+        self.ui.progressBar.value = int(round(100 * run.fraction))
+        if not run.done:
+            return
+        self._pollTimer.stop()
+        self._fusion = None
+        self._setRunning(False)
+        from EdranFusionLib.errors import FusionCancelled
+
+        try:
+            output = self.logic.finishProcess(fusion, run)
+        except FusionCancelled:
+            slicer.util.showStatusMessage(_("Fusion cancelled; the scene is unchanged."), 5000)
+            return
+        except TorchNotLoadable as error:
+            self._torchProblem = str(error)
+            self._updateGui()
+            slicer.util.errorDisplay(str(error))
+            return
+        except Exception as error:
+            slicer.util.errorDisplay(_("Fusion failed.") + f"\n\n{error}")
+            return
+        self._device = self.logic.describeDevice(self._parameterNode.device) if self._parameterNode else ""
+        if self._parameterNode is not None:
+            self._parameterNode.outputVolume = output
+        slicer.util.setSliceViewerLayers(background=output, foreground=None, fit=True)
+        self._updateGui()
 
 
 #
@@ -375,50 +509,63 @@ class EdranFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class EdranFusionLogic(ScriptedLoadableModuleLogic):
-    """Blocking, GUI-free entry points; usable from the Python console. All work is done by EdranFusionLib."""
+    """GUI-free entry points, usable from the Python console. All work is done by EdranFusionLib."""
 
     def getParameterNode(self) -> EdranFusionParameterNode:
         return EdranFusionParameterNode(super().getParameterNode())
 
     @staticmethod
-    def installDependencies(confirm: Callable[[str], bool] = slicer.util.confirmOkCancelDisplay) -> bool:
-        """Install missing Python packages after ``confirm(question)`` agrees; True when all are importable.
+    def installDependencies(confirm: Callable[[str], bool] = slicer.util.confirmOkCancelDisplay,
+                            reinstallTorch: bool = False) -> bool:
+        """Install missing or outdated Python packages after ``confirm(question)`` agrees; True when all are
+        there. ``reinstallTorch`` reinstalls PyTorch even if its metadata looks fine (it failed to load).
 
-        PyTorch comes from the PyTorch extension's installer when that extension is present (it picks a build
-        matching the GPU driver), otherwise from pip.
+        PyTorch comes from PyTorch's own index for the computation backend the PyTorch extension's
+        PyTorchUtils detects (matching the GPU driver) when that extension is installed, otherwise from pip;
+        torchvision is never installed, EdranFusion does not use it.
         """
         missing = missingRequirements()
+        torchRequirement = REQUIREMENTS["torch"]
+        if reinstallTorch and torchRequirement not in missing:
+            missing.insert(0, torchRequirement)
         if not missing:
             return True
         question = _(
-            "EdranFusion needs these Python packages, which are not installed yet:\n\n{packages}\n\n"
+            "EdranFusion needs these Python packages, which are not installed (or too old):\n\n{packages}\n\n"
             "Install them now? This downloads several hundred megabytes and can take a few minutes."
-        ).format(packages="\n".join(missing))
+        ).format(packages=describeMissing(missing))
         if not confirm(question):
             return False
-        torchRequirement = REQUIREMENTS["torch"]
-        if torchRequirement in missing:
-            missing.remove(torchRequirement)
-            EdranFusionLogic._installTorch(torchRequirement)
-        if missing:
-            slicer.util.pip_install(" ".join(missing))
+        with slicer.util.WaitCursor():
+            if torchRequirement in missing:
+                missing.remove(torchRequirement)
+                slicer.util.pip_install(EdranFusionLogic.torchPipArguments(torchRequirement, reinstallTorch))
+            if missing:
+                slicer.util.pip_install(" ".join(missing))
         importlib.invalidate_caches()
         return not missingRequirements()
 
     @staticmethod
-    def _installTorch(requirement: str) -> None:
+    def torchPipArguments(requirement: str, reinstall: bool = False) -> str:
+        """pip arguments installing ``requirement`` (torch only) built for this machine's GPU, if known."""
+        arguments = f"--force-reinstall {requirement}" if reinstall else requirement
         try:
             import PyTorchUtils
         except ImportError:
-            slicer.util.pip_install(requirement)
-            return
-        PyTorchUtils.PyTorchUtilsLogic().installTorch(
-            askConfirmation=False, torchVersionRequirement=requirement[len("torch"):]
-        )
+            return arguments
+        backends = PyTorchUtils.PyTorchUtilsLogic.getCompatibleComputationBackends(
+            torchVersionRequirement=requirement[len("torch"):])
+        return f"{arguments} --index-url {PYTORCH_INDEX}{EdranFusionLogic.bestBackend(backends)}"
+
+    @staticmethod
+    def bestBackend(backends) -> str:
+        """The newest CUDA backend ("cu126" over "cu118"), else "cpu"."""
+        cuda = [backend for backend in backends if re.fullmatch(r"cu\d+", str(backend))]
+        return max(cuda, key=lambda backend: int(backend[2:])) if cuda else "cpu"
 
     @staticmethod
     def choices() -> dict:
-        """Names offered in the panel: installed bundled models, fusion strategies and devices."""
+        """Names offered in the panel: installed bundled models, fusion strategies and devices (torch-free)."""
         from EdranFusionLib.choices import DEVICE_CHOICES, STRATEGY_NAMES
         from EdranFusionLib.io.weights import bundled_models
 
@@ -426,7 +573,10 @@ class EdranFusionLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def describeDevice(device: str) -> str:
-        """Where ``device`` (auto/cpu/cuda/mps) runs here, e.g. "cuda (NVIDIA RTX A4000)", or why it cannot."""
+        """Where ``device`` (auto/cpu/cuda/mps) runs here, e.g. "cuda (NVIDIA RTX A4000)", or why it cannot.
+
+        Imports PyTorch: call it after a fusion, not when the panel opens.
+        """
         from EdranFusionLib.errors import EdranFusionError
         from EdranFusionLib.network.devices import resolve_device
 
@@ -435,10 +585,52 @@ class EdranFusionLogic(ScriptedLoadableModuleLogic):
         except EdranFusionError as error:
             return str(error)
         if resolved.type == "cuda":
-            import torch
-
-            return f"cuda ({torch.cuda.get_device_name(resolved)})"
+            return f"cuda ({importTorch().cuda.get_device_name(resolved)})"
         return resolved.type
+
+    @staticmethod
+    def _requireDependencies() -> None:
+        missing = missingRequirements()
+        if missing:
+            raise RuntimeError(
+                f"missing or outdated Python packages: {', '.join(missing)}; "
+                "run EdranFusionLogic.installDependencies() or press Apply in the EdranFusion module"
+            )
+
+    def startProcess(self, inputVolumeA, inputVolumeB, outputVolume=None, **options):
+        """Start fusing on a worker thread; returns ``(fusion, run)`` for :meth:`finishProcess`.
+
+        The voxels are copied now, on the calling thread; PyTorch is imported, the model loaded and the
+        volumes fused on the worker. Poll ``run.fraction`` and ``run.done``; ``run.cancel()`` stops it.
+        ``options`` are those of :meth:`process`.
+        """
+        self._requireDependencies()
+        from EdranFusionLib.fusion.background import BackgroundRun
+        from EdranFusionLib.slicer_bridge import NodeFusion
+
+        fusion = NodeFusion(inputVolumeA, inputVolumeB, outputVolume, **self._libraryOptions(options))
+
+        def work(progress, cancel):
+            importTorch()
+            return fusion.compute(progress, cancel)
+
+        return fusion, BackgroundRun(work)
+
+    @staticmethod
+    def finishProcess(fusion, run):
+        """On the calling thread, once ``run.done``: store the result and return the output node. Re-raises
+        what the worker raised (FusionCancelled, EdranFusionError, TorchNotLoadable); the scene is then
+        unchanged, as it is when A, B or the output left the scene meanwhile."""
+        startTime = time.time()
+        run.result()
+        output = fusion.store()
+        logging.info(f"EdranFusion: stored '{output.GetName()}' in {time.time() - startTime:.2f} s")
+        return output
+
+    @staticmethod
+    def _libraryOptions(options: dict) -> dict:
+        """The options given, without those left as None (None means "the library's default")."""
+        return {key: value for key, value in options.items() if value is not None}
 
     def process(
         self,
@@ -456,25 +648,22 @@ class EdranFusionLogic(ScriptedLoadableModuleLogic):
     ):
         """Fuse two volume nodes into ``outputVolume`` (or a new "A+B fused" node) and return the output node.
 
-        ``model`` is a bundled model name or a weights file and ``strategy`` a fusion rule (None: the library's
-        defaults, "general" and "sfnn-max"). ``progress(fraction)`` is called after every batch of slices;
-        ``cancel()`` returning True stops the run with FusionCancelled. A failed or cancelled run leaves the
-        scene exactly as it was.
+        Blocking, for the Python console and scripts (the panel uses :meth:`startProcess`). ``model`` is a
+        bundled model name or a weights file and ``strategy`` a fusion rule (None: the library's defaults,
+        "general" and "sfnn-max"). ``progress(fraction)`` is called after every batch of slices; ``cancel()``
+        returning True stops the run with FusionCancelled. A failed or cancelled run leaves the scene exactly
+        as it was.
         """
-        missing = missingRequirements()
-        if missing:
-            raise RuntimeError(
-                f"missing Python packages: {', '.join(missing)}; "
-                "run EdranFusionLogic.installDependencies() or press Apply in the EdranFusion module"
-            )
-        from EdranFusionLib.slicer_bridge import fuse_volume_nodes
+        self._requireDependencies()
+        from EdranFusionLib.slicer_bridge import NodeFusion
 
-        named = {key: value for key, value in (("model", model), ("strategy", strategy)) if value is not None}
         startTime = time.time()
-        output = fuse_volume_nodes(
-            inputVolumeA, inputVolumeB, outputVolume, device=device, batch_size=batch_size, resample=resample,
-            progress=progress, cancel=cancel, **named,
-        )
+        options = self._libraryOptions({"model": model, "strategy": strategy, "device": device,
+                                        "batch_size": batch_size, "resample": resample})
+        fusion = NodeFusion(inputVolumeA, inputVolumeB, outputVolume, **options)
+        importTorch()
+        fusion.compute(progress, cancel)
+        output = fusion.store()
         logging.info(f"EdranFusion: fused '{output.GetName()}' in {time.time() - startTime:.1f} s")
         return output
 
@@ -485,24 +674,30 @@ class EdranFusionLogic(ScriptedLoadableModuleLogic):
 
 
 class EdranFusionTest(ScriptedLoadableModuleTest):
-    """In-Slicer self-test: two small synthetic volumes, fused on the CPU with a randomly initialised model."""
+    """In-Slicer self-test: the parameter node on a fresh scene, then two small synthetic volumes fused on the
+    CPU with a randomly initialised model, in the foreground and on the worker thread. Without PyTorch only
+    the fusion steps are skipped."""
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
 
     def runTest(self) -> None:
-        self.setUp()
-        self.test_fusion_keeps_geometry_and_units()
-        self.setUp()
-        self.test_cancelled_fusion_leaves_scene_unchanged()
+        for test in (self.test_parameter_node_round_trip, self.test_fusion_keeps_geometry_and_units,
+                     self.test_background_fusion_stores_on_the_calling_thread,
+                     self.test_cancelled_fusion_leaves_scene_unchanged):
+            self.setUp()
+            try:
+                test()
+            except unittest.SkipTest as reason:
+                self.delayDisplay(f"{test.__name__} skipped: {reason}")
 
     def _requireDependencies(self) -> None:
-        if missingRequirements():
-            self.skipTest(f"missing Python packages: {', '.join(missingRequirements())}")
+        missing = missingRequirements()
+        if missing:
+            self.skipTest(f"missing Python packages: {', '.join(missing)}")
 
     def _randomModelFile(self) -> str:
-        import torch
-
+        torch = importTorch()
         from EdranFusionLib.network.model import EHDRAN
 
         torch.manual_seed(0)
@@ -521,14 +716,37 @@ class EdranFusionTest(ScriptedLoadableModuleTest):
         node.SetIJKToRASDirections(0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)  # rotated in-plane
         return node
 
-    def test_fusion_keeps_geometry_and_units(self) -> None:
-        import numpy as np
+    def test_parameter_node_round_trip(self) -> None:
+        """Every parameter of a fresh scene's parameter node can be set, read back and cleared."""
+        self.delayDisplay("Parameter node on a fresh scene")
+        parameters = EdranFusionLogic().getParameterNode()
+        self.assertIsNone(parameters.inputVolumeA)
+        self.assertIsNone(parameters.outputVolume)
+        self.assertEqual(parameters.weightsFile, "")
+        volume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "A")
+        for name in ("inputVolumeA", "inputVolumeB", "outputVolume"):
+            setattr(parameters, name, volume)
+            self.assertIs(getattr(parameters, name), volume)
+            setattr(parameters, name, None)
+            self.assertIsNone(getattr(parameters, name))
+        parameters.weightsFile = "/some/weights.pt"
+        parameters.batchSize = 4
+        parameters.resampleB = True
+        self.assertEqual((parameters.weightsFile, parameters.batchSize, parameters.resampleB),
+                         ("/some/weights.pt", 4, True))
+        self.delayDisplay("Test passed")
 
+    def test_fusion_keeps_geometry_and_units(self) -> None:
         self.delayDisplay("Fusing two synthetic volumes on the CPU")
         self._requireDependencies()
+        import numpy as np
+
         volumeA, volumeB = self._volume("A", 0.0), self._volume("B", 0.3)
         output = EdranFusionLogic().process(volumeA, volumeB, model=self._randomModelFile(), device="cpu")
+        self._checkOutput(output, volumeA, np)
+        self.delayDisplay("Test passed")
 
+    def _checkOutput(self, output, volumeA, np) -> None:
         self.assertEqual(output.GetName(), "A+B fused")
         matrixA, matrixOutput = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
         volumeA.GetIJKToRASMatrix(matrixA)
@@ -540,6 +758,20 @@ class EdranFusionTest(ScriptedLoadableModuleTest):
         self.assertTrue(np.isfinite(fused).all())
         self.assertGreaterEqual(fused.min(), inputA.min() - 1e-3)
         self.assertLessEqual(fused.max(), inputA.max() + 1e-3)
+
+    def test_background_fusion_stores_on_the_calling_thread(self) -> None:
+        """The panel's path: the worker fuses, the scene is untouched until finishProcess stores."""
+        self.delayDisplay("Fusing on the worker thread")
+        self._requireDependencies()
+        import numpy as np
+
+        volumeA, volumeB = self._volume("A", 0.0), self._volume("B", 0.3)
+        logic = EdranFusionLogic()
+        nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
+        fusion, run = logic.startProcess(volumeA, volumeB, model=self._randomModelFile(), device="cpu")
+        run.result(timeout=600)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
+        self._checkOutput(logic.finishProcess(fusion, run), volumeA, np)
         self.delayDisplay("Test passed")
 
     def test_cancelled_fusion_leaves_scene_unchanged(self) -> None:

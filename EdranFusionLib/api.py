@@ -7,6 +7,7 @@
 from .choices import STRATEGY_NAMES
 from .errors import EdranFusionError, FusionCancelled
 from .fusion.pipeline import as_model, fuse_images, fuse_volumes
+from .fusion.provenance import provenance_of
 from .io.images import read_image, write_image
 from .io.model_files import load_model
 from .io.volumes import read_volume, write_volume
@@ -23,6 +24,7 @@ __all__ = [
     "fuse_images",
     "fuse_volumes",
     "load_model",
+    "provenance_of",
     "read_image",
     "read_volume",
     "write_image",

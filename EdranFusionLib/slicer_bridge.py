@@ -196,6 +196,64 @@ def _check_nodes(node_a: Any, node_b: Any, output: Any) -> None:
         raise EdranFusionError(f"the output {_describe(output)} is not in the inputs' scene")
 
 
+def _check_still_in_scene(scene: Any, nodes: dict[str, Any]) -> None:
+    """The user may delete a node or close the scene while a fusion runs; then nothing is stored."""
+    for role, node in nodes.items():
+        if node is not None and (node.GetScene() is not scene or not scene.IsNodePresent(node)):
+            raise EdranFusionError(
+                f"{role} was removed from the scene while the fusion ran; nothing was stored, run it again"
+            )
+
+
+class NodeFusion:
+    """One fusion of two volume nodes in three steps, so that the slow middle one can leave the GUI thread.
+
+    Construction (caller's thread) checks the nodes and copies their voxels; :meth:`compute` (any thread)
+    fuses the copies without touching MRML; :meth:`store` (caller's thread) checks that A, B and the output
+    are still in the scene and only then writes the result. ``options`` go to
+    :func:`EdranFusionLib.fuse_volumes` (model, strategy, device, precision, batch_size, resample).
+    """
+
+    def __init__(self, node_a: Any, node_b: Any, output: Any = None, **options: Any) -> None:
+        _check_nodes(node_a, node_b, output)
+        self.node_a, self.node_b, self.output, self.options = node_a, node_b, output, options
+        self.scene = node_a.GetScene()
+        self.image_a, self.image_b = image_from_volume_node(node_a), image_from_volume_node(node_b)
+        _check_output_class(output, _is_colour(self.image_a) or _is_colour(self.image_b))
+        self.fused: sitk.Image | None = None
+
+    def compute(self, progress: Callable[[float], None] | None = None,
+                cancel: Callable[[], bool] | None = None) -> sitk.Image:
+        """Fuse the copied images (raises FusionCancelled on cancel); safe off the GUI thread."""
+        from .fusion.pipeline import fuse_volumes  # torch is imported only when a fusion actually runs
+
+        self.fused = fuse_volumes(self.image_a, self.image_b, progress=progress, cancel=cancel, **self.options)
+        return self.fused
+
+    def store(self) -> Any:
+        """Write the computed result into the output (or a new node named "A+B fused"); returns that node."""
+        if self.fused is None:
+            raise RuntimeError("NodeFusion.store() called before compute() finished")
+        from .fusion.provenance import as_text_fields, read_back  # torch is loaded already: compute() ran
+        node_a, node_b, output = self.node_a, self.node_b, self.output
+        _check_still_in_scene(self.scene, {"volume A": node_a, "volume B": node_b, "the output volume": output})
+        own_matrix = vtk.vtkMatrix4x4()
+        node_a.GetIJKToRASMatrix(own_matrix)
+        result = _store(
+            self.scene,
+            output,
+            sitk.GetArrayFromImage(self.fused),
+            _matrix(own_matrix),
+            name=f"{node_a.GetName()}+{node_b.GetName()} fused",
+            parent_transform_id=node_a.GetTransformNodeID(),
+        )
+        result.SetAttribute("EdranFusion.InputA", node_a.GetID())
+        result.SetAttribute("EdranFusion.InputB", node_b.GetID())
+        for key, value in as_text_fields(read_back(self.fused)).items():  # what made it: version, model + sha256
+            result.SetAttribute(key, value)
+        return result
+
+
 def fuse_volume_nodes(
     node_a: Any,
     node_b: Any,
@@ -205,30 +263,11 @@ def fuse_volume_nodes(
     cancel: Callable[[], bool] | None = None,
     **options: Any,
 ) -> Any:
-    """Fuse two volume nodes into ``output`` (or a new node named "A+B fused"); returns the output node.
+    """Fuse two volume nodes into ``output`` (or a new node named "A+B fused") on this thread; returns it.
 
     ``options`` go to :func:`EdranFusionLib.fuse_volumes` (model, strategy, device, precision, batch_size,
     resample). Raises EdranFusionError for bad input and FusionCancelled on cancel, before the scene changes.
     """
-    from .fusion.pipeline import fuse_volumes  # torch is imported only when a fusion actually runs
-
-    _check_nodes(node_a, node_b, output)
-    image_a, image_b = image_from_volume_node(node_a), image_from_volume_node(node_b)
-    _check_output_class(output, _is_colour(image_a) or _is_colour(image_b))
-    fused = fuse_volumes(image_a, image_b, progress=progress, cancel=cancel, **options)
-    own_matrix = vtk.vtkMatrix4x4()
-    node_a.GetIJKToRASMatrix(own_matrix)
-    result = _store(
-        node_a.GetScene(),
-        output,
-        sitk.GetArrayFromImage(fused),
-        _matrix(own_matrix),
-        name=f"{node_a.GetName()}+{node_b.GetName()} fused",
-        parent_transform_id=node_a.GetTransformNodeID(),
-    )
-    result.SetAttribute("EdranFusion.InputA", node_a.GetID())
-    result.SetAttribute("EdranFusion.InputB", node_b.GetID())
-    for key in ("model", "strategy"):
-        if key in options:
-            result.SetAttribute(f"EdranFusion.{key}", str(options[key]))
-    return result
+    fusion = NodeFusion(node_a, node_b, output, **options)
+    fusion.compute(progress, cancel)
+    return fusion.store()

@@ -13,7 +13,18 @@ if __name__ == "__main__" and not __package__:
     sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
     __package__ = "EdranFusionLib"
 
+import traceback  # noqa: E402
+
 from EdranFusionLib.commands.train import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Slicer (--python-script) ends only on SystemExit: any other exception would print and leave a headless
+    # Slicer running forever, so every failure becomes a traceback and exit status 1.
+    try:
+        status = main()
+    except SystemExit:
+        raise
+    except BaseException:
+        traceback.print_exc()
+        raise SystemExit(1) from None
+    sys.exit(status)

@@ -6,6 +6,7 @@ is covered by the model cards and the evaluation report.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,19 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from EdranFusionLib.io.user_data import ENVIRONMENT_VARIABLE
 from EdranFusionLib.network.model import EHDRAN
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO / "EdranFusionLib" / "sample_data" / "stroke"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_data_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tests (and the CLI processes they start) never read or write the real user data folder."""
+    folder = tmp_path_factory.mktemp("user-data")
+    os.environ[ENVIRONMENT_VARIABLE] = str(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

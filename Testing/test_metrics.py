@@ -8,7 +8,6 @@ reference on PyPI, is checked against a literal per-window transcription of its 
 from __future__ import annotations
 
 import math
-import time
 import warnings
 
 import numpy as np
@@ -343,12 +342,3 @@ def test_colour_is_scored_on_luminance():
 def test_metrics_refuse_mismatched_sizes():
     with pytest.raises(ValueError, match="same height and width"):
         fusion_metrics(np.zeros((64, 64)), np.zeros((64, 64)), np.zeros((64, 65)))
-
-
-def test_all_metrics_on_a_256_pair_take_well_under_a_second():
-    a, b = _phantom(256, 1), _phantom(256, 2)
-    fused = np.maximum(a, b)
-    fusion_metrics(fused, a, b)  # warm the filter-bank cache, as any test set after its first pair
-    start = time.perf_counter()
-    fusion_metrics(fused, a, b)
-    assert time.perf_counter() - start < 1.0

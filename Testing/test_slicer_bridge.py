@@ -11,6 +11,8 @@ are needed; the tests check the scene handling and geometry, not image quality.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -18,7 +20,9 @@ import slicer
 import torch
 import vtk
 
+import EdranFusionLib
 from EdranFusionLib.errors import EdranFusionError, FusionCancelled
+from EdranFusionLib.io.weights import sha256_of
 from EdranFusionLib.network.model import EHDRAN
 from EdranFusionLib.slicer_bridge import (
     fuse_volume_nodes,
@@ -199,7 +203,7 @@ def test_existing_node_of_the_wrong_kind_is_refused_unchanged(scene, rng):
 # --- fusing nodes -----------------------------------------------------------------------------------------
 
 
-def test_fusion_creates_a_named_output_on_a_exact_geometry(scene, rng, fuse):
+def test_fusion_creates_a_named_output_on_a_exact_geometry(scene, rng, fuse, model_file):
     node_a = _volume(scene, _brain_like(rng), name="T2")
     node_b = _volume(scene, np.abs(_brain_like(rng, scale=300.0)) ** 1.5, name="FLAIR")
     count = scene.GetNumberOfNodes()
@@ -216,6 +220,9 @@ def test_fusion_creates_a_named_output_on_a_exact_geometry(scene, rng, fuse):
     assert display is not None and not display.GetAutoWindowLevel() and display.GetWindow() > 0
     assert output.GetAttribute("EdranFusion.InputA") == node_a.GetID()
     assert output.GetAttribute("EdranFusion.strategy") == "sfnn-max"
+    provenance = {"version": EdranFusionLib.__version__, "model_sha256": sha256_of(model_file), "device": "cpu",
+                  "precision": "fp32", "model": Path(model_file).stem}
+    assert {key: output.GetAttribute(f"EdranFusion.{key}") for key in provenance} == provenance
 
 
 def test_colour_input_gives_a_colour_vector_output(scene, rng, fuse):

@@ -224,6 +224,17 @@ def test_shipping_a_run_writes_weights_card_and_curves(finished_run: Path, tmp_p
     assert_identical(load_model(path).state_dict(), load_model(finished_run / "best.pt").state_dict())
 
 
+def test_shipping_without_a_directory_goes_to_the_user_models_folder(finished_run: Path) -> None:
+    from EdranFusionLib.io.user_data import user_models_dir
+    from EdranFusionLib.io.weights import installed_models
+    from EdranFusionLib.training.report import ship
+
+    path = ship(finished_run, "tiny-user", "ct-mri", "test run", val_stride=4)
+    assert path.parent == user_models_dir() and (user_models_dir() / "curves_tiny-user.png").is_file()
+    assert installed_models()["tiny-user"].origin == "user"
+    assert json.loads(path.with_suffix(".json").read_text())["license"]["terms"] == "education and research only"
+
+
 def test_montage_fuses_validation_pairs(data: Path, finished_run: Path, tmp_path: Path) -> None:
     from EdranFusionLib.training.report import montage
 

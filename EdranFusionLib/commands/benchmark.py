@@ -7,7 +7,10 @@ machine's load average next to the figures).
 Sections: conv throughput of the machine per precision; model FLOPs per 256x256 pair; ms per pair for each
 precision and memory format (with the share of the conv throughput the model reaches); SFNN per pair by SVD and
 by Gram eigenvalues; end to end (read, fuse, write) on the bundled stroke T2 + FLAIR volume; peak resident
-memory of fusion runs measured in child processes, for several volume and batch sizes.
+memory of fusion runs measured in child processes, for several volume and batch sizes; start-up of the CLI
+(every ``--help``, ``models``, one pair end to end) against ``import torch``, in child processes.
+
+torch and the measurements are imported when the command runs, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
@@ -18,29 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
-from ..benchmarks.memory import memory_cases, peak_memory
-from ..benchmarks.speed import (
-    PRECISION_NAMES,
-    SIZE,
-    compiled_timing,
-    conv_throughput,
-    fuser_timing,
-    machine_facts,
-    model_flops,
-    pair_timings,
-    precisions_for,
-    sfnn_timings,
-    stroke_end_to_end,
-)
-from ..fusion.fuser import plan_fusion
-from ..network.devices import (
-    DEVICE_CHOICES,
-    PRECISION_CHOICES,
-    resolve_device,
-)
-from ..network.model import EHDRAN, fold_for_inference
+from ..choices import DEVICE_CHOICES, PRECISION_CHOICES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +70,10 @@ def print_report(results: dict) -> None:
     print(f"\nstroke T2 + FLAIR {'x'.join(map(str, stroke['shape']))}: read {stroke['read']:.2f} s, "
           f"fuse {stroke['fuse']:.2f} s, write {stroke['write']:.2f} s, total {stroke['total']:.2f} s "
           f"({stroke['cpu']:.1f} CPU s)")
+    for row in results.get("stall", []):
+        when = "later fusions (torch loaded)" if row["torch_loaded_before"] else "first fusion (imports torch)"
+        print(f"\nGUI-thread stall while {'x'.join(map(str, row['shape']))} fuses on a worker, {when}: longest "
+              f"{row['longest_stall_seconds']:.3f} s (target < 0.1 s) over {row['seconds']:.1f} s")
     if results.get("memory"):
         print("\npeak resident memory of one fusion run (child process)")
         for row in results["memory"]:
@@ -99,7 +84,39 @@ def print_report(results: dict) -> None:
                   f"{row['output_mib']:6.0f} + working {row['working_mib']:6.0f} MiB  {row['seconds']:6.1f} s")
 
 
+def print_startup(startup: dict) -> None:
+    print("\nstart-up in a fresh process (median; ratio to `python -c 'import torch'`)")
+    for row in startup["cases"]:
+        print(f"  {row['case']:36s} {_ms(row['seconds'])}  x{row['ratio_to_import_torch']:4.2f}")
+    pair = startup["cases"][-1]["seconds"] - startup["import_torch_seconds"]
+    print(f"  one 256x256 pair end to end: {pair:+.2f} s beside importing torch "
+          f"(target at most +{startup['pair_target_extra_seconds']:.1f} s)")
+
+
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..benchmarks.memory import memory_cases, peak_memory
+    from ..benchmarks.speed import (
+        PRECISION_NAMES,
+        SIZE,
+        compiled_timing,
+        conv_throughput,
+        fuser_timing,
+        machine_facts,
+        model_flops,
+        pair_timings,
+        precisions_for,
+        sfnn_timings,
+        stroke_end_to_end,
+    )
+    from ..benchmarks.stall import stall_figures
+    from ..benchmarks.startup import startup_timings
+    from ..fusion.fuser import plan_fusion
+    from ..network.devices import resolve_device
+    from ..network.model import EHDRAN, fold_for_inference
+    from .cli import COMMANDS
+
     device = resolve_device(args.device)
     repeats = 3 if args.quick else 7
     plan = plan_fusion((SIZE, SIZE), device=args.device, precision=args.precision)
@@ -125,10 +142,13 @@ def run(args: argparse.Namespace) -> int:
     results["pairs"] = rows
     results["sfnn"] = sfnn_timings(plan.workers, repeats)
     results["stroke_end_to_end"] = stroke_end_to_end(base, args.device, args.precision, 1 if args.quick else 3)
+    results["stall"] = stall_figures()
+    results["startup"] = startup_timings(list(COMMANDS), 3 if args.quick else 5)
     if not args.quick or args.large:
         results["memory"] = [peak_memory(case) for case in memory_cases(args.large)]
     results["machine"]["load_average_1min_end"] = os.getloadavg()[0]
     print_report(results)
+    print_startup(results["startup"])
     args.json.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.json}")
     return 0

@@ -1,4 +1,4 @@
-"""`python -m EdranFusionLib <command>`: fuse, models, train, evaluate, benchmark, preview.
+"""`edranfusion <command>` (or `python -m EdranFusionLib <command>`): fuse, models, train, evaluate, benchmark, preview.
 
 Each sub-command is one module of this package with ``add_arguments(parser)`` and ``run(args)``. Only the
 chosen command's module is imported, so a command that does not need torch never imports it.
@@ -15,12 +15,13 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from ..version import __version__
 from .arguments import OneLineParser, run_reporting_errors
 
 EXIT_INTERRUPTED = 130
 COMMANDS = {  # name -> (module in this package, help)
     "fuse": ("fuse", "fuse two images, two volumes or two folders of images"),
-    "models": ("models", "list the bundled models with their task and sha256"),
+    "models": ("models", "list the bundled and user-trained models with their task, sha256 and terms"),
     "train": ("train", "train the EH-DRAN autoencoder (stage 1)"),
     "evaluate": ("evaluate", "fusion metrics, tables and montages for a test set"),
     "benchmark": ("benchmark", "speed and memory figures for this machine"),
@@ -34,7 +35,8 @@ def _command_module(name: str):  # noqa: ANN202 (a module)
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; with ``command`` given, only that sub-command's options are built (and its module imported)."""
-    parser = OneLineParser(prog="python -m EdranFusionLib", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="edranfusion", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"EdranFusion {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_module, help_text) in COMMANDS.items():
         parsed = sub.add_parser(name, help=help_text, description=help_text)

@@ -1,4 +1,7 @@
-"""`evaluate` sub-command: fusion metrics of a test set for several methods (see evaluation.evaluate)."""
+"""`evaluate` sub-command: fusion metrics of a test set for several methods (see evaluation.evaluate).
+
+The evaluation layer (scipy, torch) is imported when the command runs, so ``--help`` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +12,7 @@ from pathlib import Path
 
 from ..choices import DEFAULT_STRATEGY, DEVICE_CHOICES, PRECISION_CHOICES, STRATEGY_NAMES
 from ..errors import EdranFusionError
-from ..evaluation.evaluate import (
-    Method,
-    evaluate,
-    folder_method,
-    model_method,
-    pixel_baseline,
-    select_pairs,
-    summarise,
-    text_table,
-    write_report,
-)
+from ..requirements import import_optional
 from .progress import progress_bar
 
 
@@ -56,8 +49,11 @@ def _labelled(text: str, exists: Callable[[str], bool]) -> tuple[str | None, str
     return None, text
 
 
-def methods_from_args(args: argparse.Namespace) -> list[Method]:
+def methods_from_args(args: argparse.Namespace) -> list:
     """The methods to compare, in the order given: models x strategies, then baselines, then fused folders."""
+    import_optional("scipy", "eval")
+    from ..evaluation.evaluate import Method, folder_method, model_method, pixel_baseline
+
     strategies = [s.strip() for s in (args.strategy or DEFAULT_STRATEGY).split(",") if s.strip()]
     unknown = [s for s in strategies if s not in STRATEGY_NAMES]
     if unknown:
@@ -87,6 +83,8 @@ def methods_from_args(args: argparse.Namespace) -> list[Method]:
 
 def run(args: argparse.Namespace) -> int:
     methods = methods_from_args(args)
+    from ..evaluation.evaluate import evaluate, select_pairs, summarise, text_table, write_report
+
     names = select_pairs(args.a_dir, args.b_dir, args.series, args.split, args.every)
     with progress_bar(f"evaluating {len(names)} pairs x {len(methods)} methods", args.quiet) as progress:
         rows, montage_rows = evaluate(args.a_dir, args.b_dir, names, methods, montage_pairs=args.montage_pairs,

@@ -1,4 +1,7 @@
-"""`fuse` sub-command: two images, two volumes or two folders of images, written atomically."""
+"""`fuse` sub-command: two images, two volumes or two folders of images, written atomically.
+
+The fusion pipeline (torch) is imported when the command runs, so ``--help`` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,6 @@ import numpy as np
 
 from ..choices import DEFAULT_MODEL, DEFAULT_STRATEGY, DEVICE_CHOICES, PRECISION_CHOICES, STRATEGY_NAMES
 from ..errors import EdranFusionError, InputWarning
-from ..fusion.pipeline import as_model, check_memory, fuse_images, fuse_volumes
 from ..io import images, volumes
 from ..io.atomic import atomic_output
 from ..io.dicom import is_dicom_folder
@@ -66,6 +68,8 @@ def _one_line_warnings() -> Iterator[None]:
 
 def _check_memory_before_reading(path_a: Path, path_b: Path) -> None:
     """Volume files: refuse from their headers alone what cannot fit (DICOM folders are checked once read)."""
+    from ..fusion.pipeline import check_memory
+
     headers = [None if p.is_dir() else volumes.header_size(p) for p in (path_a, path_b)]
     if None in headers:
         return
@@ -87,13 +91,17 @@ def _run(args: argparse.Namespace) -> int:
         raise EdranFusionError(
             f"A is a {_KIND_WORDS[kind_a]} but B is a {_KIND_WORDS[kind_b]}; give two inputs of the same kind"
         )
-    model = as_model(args.model)
-    settings = {"model": model, "strategy": args.strategy, "device": args.device, "precision": args.precision}
+    from ..fusion.pipeline import as_model, fuse_images, fuse_volumes
+    from ..fusion.provenance import as_text_fields, provenance_of
+
+    as_model(args.model)  # a bad model name or file fails here, before any input is read; then it is cached
+    settings = {"model": args.model, "strategy": args.strategy, "device": args.device, "precision": args.precision}
+    provenance = as_text_fields(provenance_of(args.model, args.strategy, args.device, args.precision))  # 2-D
     if kind_a == "image":
         fused = fuse_images(images.read_image(path_a), images.read_image(path_b), **settings)
-        images.write_image(fused, output)
+        images.write_image(fused, output, provenance)
     elif kind_a == "folder":
-        _fuse_folders(path_a, path_b, output, settings, args.quiet)
+        _fuse_folders(path_a, path_b, output, settings, provenance=provenance, quiet=args.quiet)
     else:
         for option, path in (("--series-a", path_a), ("--series-b", path_b)):
             if getattr(args, option[2:].replace("-", "_")) and not path.is_dir():
@@ -113,11 +121,14 @@ def _run(args: argparse.Namespace) -> int:
 _KIND_WORDS = {"image": "2-D image", "volume": "3-D volume", "folder": "folder of 2-D images"}
 
 
-def _fuse_folders(folder_a: Path, folder_b: Path, output: Path, settings: dict, quiet: bool) -> None:
+def _fuse_folders(folder_a: Path, folder_b: Path, output: Path, settings: dict, *, provenance: dict[str, str],
+                  quiet: bool) -> None:
     """One fused PNG per file name in both folders; the output folder appears only when all are done."""
+    from ..fusion.pipeline import fuse_images
+
     names = images.common_names(folder_a, folder_b)
     with atomic_output(output, directory=True) as staging, progress_bar("fusing pairs", quiet) as progress:
         for done, name in enumerate(names, start=1):
             fused = fuse_images(images.read_image(folder_a / name), images.read_image(folder_b / name), **settings)
-            images.write_image(fused, staging / (Path(name).stem + ".png"))
+            images.write_image(fused, staging / (Path(name).stem + ".png"), provenance)
             progress(done / len(names))

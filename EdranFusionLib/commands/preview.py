@@ -1,21 +1,21 @@
-"""`preview` sub-command: a PNG of three axial slices of each volume side by side, to look at a result."""
+"""`preview` sub-command: a PNG of three axial slices of each volume side by side, to look at a result.
+
+matplotlib (the [plots] extra) is imported when the command runs, so ``--help`` stays fast without it.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import SimpleITK as sitk
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
-
-from ..fusion.color import is_colour  # noqa: E402
-from ..fusion.intensity import window_for  # noqa: E402
-from ..io import volumes  # noqa: E402
-from ..io.atomic import atomic_output  # noqa: E402
+from ..fusion.color import is_colour
+from ..fusion.intensity import window_for
+from ..io import volumes
+from ..io.atomic import atomic_output
+from ..requirements import import_optional
 
 SLICE_FRACTIONS = (0.35, 0.5, 0.65)
 
@@ -35,6 +35,9 @@ def axial_slices(image: sitk.Image, fractions: tuple[float, ...] = SLICE_FRACTIO
 
 
 def run(args: argparse.Namespace) -> int:
+    import_optional("matplotlib", "plots").use("Agg")
+    from matplotlib import pyplot as plt
+
     columns = [(Path(p).name, axial_slices(volumes.read_volume(p))) for p in args.volumes]
     rows = len(SLICE_FRACTIONS)
     figure, axes = plt.subplots(rows, len(columns), figsize=(3 * len(columns), 3 * rows), squeeze=False)

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
+from ..errors import EdranFusionError
+from ..io.user_data import user_runs_dir
 from .arguments import OneLineParser, run_reporting_errors
 
 PROG = "python -m EdranFusionLib.train"
@@ -20,8 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", action="append", required=True, metavar="PATH",
                         help="pair folder <task>/<modality>/<name>.png, a folder of such task folders, a volume "
                              "file or a folder of volumes (repeatable; all are pooled)")
-    parser.add_argument("--run-dir", required=True, type=Path,
-                        help="run folder to create (or continue with --resume)")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="run folder to create (or continue with --resume); default: a new dated folder in "
+                             "the user data folder's runs/")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     parser.add_argument("--epochs", type=int, default=100, help="epochs (paper: 100)")
     parser.add_argument("--batch-size", type=int, default=4, help="images per step per process (paper: 4)")
@@ -58,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
     """Train as ``args`` say (EdranFusionError propagates to the caller)."""
     from ..training.trainer import train
 
+    if args.run_dir is None:
+        if args.resume:
+            raise EdranFusionError("--resume needs --run-dir: the run folder to continue")
+        args.run_dir = user_runs_dir() / time.strftime("%Y%m%d-%H%M%S")
+        print(f"run folder: {args.run_dir}")
     return train(args)
 
 

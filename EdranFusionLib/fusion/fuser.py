@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import warnings
 from collections import deque
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import torch
 from ..choices import DEFAULT_STRATEGY, STRATEGY_NAMES
 from ..errors import EdranFusionError, FusionCancelled
 from ..network.devices import resolve_device, resolve_precision, worker_pool
+from ..network.host_memory import available_memory_bytes
 from ..network.model import EHDRAN, LATENT_CHANNELS, fold_for_inference
 from .intensity import NormalisedStack
 from .rules import fuse_latents
@@ -60,12 +60,7 @@ def _available_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
-    try:
-        with open("/proc/meminfo") as meminfo:
-            fields = dict(line.split(":", 1) for line in meminfo)
-        return int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    return available_memory_bytes()
 
 
 def working_bytes_per_slice(height: int, width: int, dtype: torch.dtype = torch.float32) -> int:
@@ -74,11 +69,6 @@ def working_bytes_per_slice(height: int, width: int, dtype: torch.dtype = torch.
     if dtype != torch.float32:
         bytes_per_slice = bytes_per_slice * 3 // 4  # weights/outputs stay fp32, activations halve
     return bytes_per_slice
-
-
-def available_memory_bytes(device: str | torch.device = "cpu") -> int:
-    """Memory free for fusion now: RAM (MemAvailable) on the CPU, free device memory on a GPU."""
-    return _available_memory_bytes(resolve_device(str(device)) if isinstance(device, str) else device)
 
 
 def _slices_fitting(height: int, width: int, device: torch.device, dtype: torch.dtype) -> int:

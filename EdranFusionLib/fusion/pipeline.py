@@ -24,20 +24,28 @@ from ..choices import DEFAULT_MODEL, DEFAULT_STRATEGY
 from ..errors import EdranFusionError, InputWarning
 from ..io import volumes
 from ..io.model_files import load_model
+from ..io.weights import resolve
+from ..network.host_memory import available_memory_bytes
 from ..network.model import EHDRAN
 from .color import is_colour, recolour
-from .fuser import Cancel, Progress, available_memory_bytes, fuse_stacks, working_bytes_per_slice
+from .fuser import Cancel, Progress, fuse_stacks, working_bytes_per_slice
 from .intensity import NormalisedStack, ValueSummary, normalised_stack
+from .provenance import attach, provenance_of
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_model(name_or_path: str) -> EHDRAN:
+def _cached_model(name_or_path: str, path: str, size: int, mtime_ns: int) -> EHDRAN:
+    """Keyed by the weights file's path, size and mtime too, so a file rewritten on disk is loaded again."""
     return load_model(name_or_path)
 
 
 def as_model(model: EHDRAN | str | os.PathLike) -> EHDRAN:
-    """A model instance from an instance, a bundled name or a weights path (loaded once, then cached)."""
-    return model if isinstance(model, EHDRAN) else _cached_model(str(model))
+    """A model instance from an instance, a bundled name or a weights path (loaded once per file version)."""
+    if isinstance(model, EHDRAN):
+        return model
+    path, _sha256 = resolve(model)
+    stat = path.stat()
+    return _cached_model(str(model), str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 def _chroma_source(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
@@ -105,7 +113,8 @@ def fuse_volumes(
     """Fuse two volumes slice by slice along the head-foot axis; the result lies exactly on A's grid.
 
     Scalar inputs give float32 in A's units over A's intensity window; an RGB input gives a uint8 RGB
-    vector image. B on a different grid is an error unless ``resample`` (linear, in world space).
+    vector image. B on a different grid is an error unless ``resample`` (linear, in world space). The result
+    carries its provenance record (provenance.py) as metadata, which write_volume keeps.
     """
     volumes.check_volume(a, "volume A")
     volumes.check_volume(b, "volume B")
@@ -126,7 +135,7 @@ def fuse_volumes(
 
     fuse_stacks(stack_a, stack_b, as_model(model), strategy=strategy, device=device, precision=precision,
                 batch_size=batch_size, progress=progress, cancel=cancel, sink=store)
-    return fused
+    return attach(fused, provenance_of(model, strategy, device, precision))
 
 
 def output_bytes(voxels: int, colour: bool) -> int:
@@ -139,7 +148,7 @@ def check_memory(input_bytes: int, voxels: int, colour: bool, slice_shape: tuple
     output, and one slice pair's working set; larger batches are only used when they fit (see fuser.py)."""
     working = working_bytes_per_slice(*slice_shape)
     needed = input_bytes + output_bytes(voxels, colour) + working
-    available = available_memory_bytes("cpu")
+    available = available_memory_bytes()
     if needed > available:
         mib = 1024 * 1024
         inputs = f"inputs {input_bytes // mib} MiB, " if input_bytes else ""

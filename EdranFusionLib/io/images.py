@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 
 from ..errors import EdranFusionError
 from .atomic import atomic_output
@@ -68,13 +70,52 @@ def _pixels_of(image: Image.Image, path: Path) -> np.ndarray:
     return np.asarray(image.convert("L" if image.mode in ("1", "L", "LA") else "RGB"))
 
 
-def write_image(pixels: np.ndarray, path: str | os.PathLike) -> None:
-    """Write uint8 gray or RGB pixels atomically; the format follows the suffix."""
+def write_image(pixels: np.ndarray, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """Write uint8 gray or RGB pixels atomically; the format follows the suffix.
+
+    ``metadata`` (e.g. a provenance record) goes into PNG text chunks, a TIFF ImageDescription or a JPEG
+    comment (as JSON), and for BMP, which has no such field, into a ``<file>.json`` sidecar.
+    """
     path = Path(path)
     if not is_image_file(path):
         raise EdranFusionError(f"output {path} needs an image suffix ({', '.join(IMAGE_SUFFIXES)})")
+    image_format = Image.registered_extensions()[path.suffix.lower()]
+    options: dict = {}
+    if metadata and image_format == "PNG":
+        options["pnginfo"] = PngInfo()
+        for key, value in metadata.items():
+            options["pnginfo"].add_text(key, value)
+    elif metadata and image_format == "TIFF":
+        options["tiffinfo"] = {_TIFF_IMAGE_DESCRIPTION: json.dumps(metadata)}
+    elif metadata and image_format == "JPEG":
+        options["comment"] = json.dumps(metadata)
+    elif metadata:
+        with atomic_output(_sidecar(path)) as temporary:
+            temporary.write_text(json.dumps(metadata, indent=2) + "\n")
     with atomic_output(path) as temporary:
-        Image.fromarray(pixels).save(temporary, format=Image.registered_extensions()[path.suffix.lower()])
+        Image.fromarray(pixels).save(temporary, format=image_format, **options)
+
+
+_TIFF_IMAGE_DESCRIPTION = 270
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def read_image_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """What :func:`write_image` stored with ``metadata`` (empty when there is none)."""
+    path = Path(path)
+    with Image.open(path) as image:
+        if image.format == "PNG":
+            return dict(getattr(image, "text", {}))
+        text = image.tag_v2.get(_TIFF_IMAGE_DESCRIPTION) if image.format == "TIFF" else image.info.get("comment")
+    if text is None and _sidecar(path).is_file():
+        text = _sidecar(path).read_text()
+    try:
+        return json.loads(text) if text else {}
+    except json.JSONDecodeError:  # a description or comment written by another program
+        return {}
 
 
 def common_names(folder_a: str | os.PathLike, folder_b: str | os.PathLike) -> list[str]:

@@ -25,6 +25,7 @@ from .dicom import process_locale_kept, read_dicom_folder
 from .integrity import check_volume_file
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+IMAGE_COMMENTS_TAG = "0020|4000"  # DICOM Image Comments, copied into every slice written
 _GRID_TOLERANCE = 1e-4  # relative for spacing/direction, in mm (scaled by spacing) for the origin
 
 
@@ -222,6 +223,8 @@ def _write_dicom_series(image: sitk.Image, folder: Path) -> None:
         "0028|1052": f"{low + 32768 * slope:.10g}", "0028|1053": f"{slope:.10g}",
         "0018|0050": f"{image.GetSpacing()[2]:g}",
     }
+    if image.HasMetaDataKey(IMAGE_COMMENTS_TAG):  # e.g. the provenance record of a fused volume
+        shared_tags[IMAGE_COMMENTS_TAG] = image.GetMetaData(IMAGE_COMMENTS_TAG)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for k in range(volume.GetDepth()):

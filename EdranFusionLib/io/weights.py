@@ -1,8 +1,10 @@
-"""Trained weights: the registry of bundled models and their cards (torch-free; loading is in model_files.py).
+"""Trained weights: the registry of bundled and user models and their cards (torch-free; loading is in
+model_files.py).
 
-Each bundled model is ``weights/<name>.pt`` (a plain state dict, loaded with ``weights_only=True``) plus its
-model card ``weights/<name>.json`` holding the task, training facts and the file's sha256. A bundled file whose
-sha256 differs from its card is refused, never loaded silently.
+Each model is ``<name>.pt`` (a plain state dict, loaded with ``weights_only=True``) plus its model card
+``<name>.json`` holding the task, training facts, terms of use and the file's sha256. Bundled models live in the
+package's weights/ folder; models a user trains live in the user data folder (user_data.py) and are found by
+name the same way. A file whose sha256 differs from its card is refused, never loaded silently.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from ..choices import KNOWN_MODELS
 from ..errors import EdranFusionError
+from .user_data import user_models_dir
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
@@ -26,6 +29,7 @@ class BundledModel:
     weights_file: Path
     sha256: str
     card: dict
+    origin: str = "bundled"  # or "user": trained by the user, in the user data folder
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -36,19 +40,26 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def bundled_models(directory: Path = WEIGHTS_DIR) -> dict[str, BundledModel]:
-    """Models whose card and weights are installed, by name."""
+def bundled_models(directory: Path = WEIGHTS_DIR, origin: str = "bundled") -> dict[str, BundledModel]:
+    """Models whose card and weights are in ``directory`` (by default the package's), by name."""
     models = {}
     for card_path in sorted(directory.glob("*.json")):
         card = json.loads(card_path.read_text())
         weights_file = directory / card["file"]
         if weights_file.is_file():
-            models[card["name"]] = BundledModel(card["name"], card["task"], weights_file, card["sha256"], card)
+            models[card["name"]] = BundledModel(card["name"], card["task"], weights_file, card["sha256"], card, origin)
     return models
 
 
+def installed_models() -> dict[str, BundledModel]:
+    """Bundled models, then the user's trained ones (a user model cannot shadow a bundled name)."""
+    bundled = bundled_models()
+    user = bundled_models(user_models_dir(), "user")
+    return {**bundled, **{name: model for name, model in user.items() if name not in bundled}}
+
+
 def _no_weights_message(name: str) -> str:
-    installed = ", ".join(bundled_models()) or "none"
+    installed = ", ".join(installed_models()) or "none"
     if name in KNOWN_MODELS:
         return (f"no trained weights are installed for model '{name}' (installed: {installed}); "
                 "train them with `python -m EdranFusionLib.train` or pass --model PATH to a weights file")
@@ -59,9 +70,9 @@ def _no_weights_message(name: str) -> str:
 def resolve(name_or_path: str | os.PathLike) -> tuple[Path, str | None]:
     """Weights file and the sha256 it must have (None for user files without a card)."""
     text = str(name_or_path)
-    bundled = bundled_models()
-    if text in bundled:
-        return bundled[text].weights_file, bundled[text].sha256
+    installed = installed_models()
+    if text in installed:
+        return installed[text].weights_file, installed[text].sha256
     path = Path(text).expanduser()
     if path.is_file():
         card = path.with_suffix(".json")

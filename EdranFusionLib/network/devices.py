@@ -37,6 +37,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def precision_name(dtype: torch.dtype) -> str:
+    """'fp32', 'bf16' or 'fp16': the user-facing name of a resolved precision."""
+    return next(name for name, known in _DTYPES.items() if known == dtype)
+
+
 def cpu_has_fast_bf16() -> bool:
     """True where oneDNN runs bf16 convolutions natively (AVX-512 BF16 or AMX), so bf16 is a speed-up."""
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)

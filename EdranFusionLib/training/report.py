@@ -2,8 +2,10 @@
 
 ``ship`` takes the run's best checkpoint (chosen by validation loss, never by test data), scores x vs x_hat
 on every validation image at the fuser's precision (PSNR and SSIM: Gaussian window 11, sigma 1.5, data range
-1), writes ``weights/<name>.pt`` + ``<name>.json`` through ``io.model_files.save_bundled`` and copies the run's
-curves to docs/figures. ``montage`` fuses a few validation pairs of each task with the shipped models (inputs, fused).
+1), writes ``<name>.pt`` + ``<name>.json`` (the model card, with the weights' terms of use) through
+``io.model_files.save_bundled`` into the user's models folder (``--directory EdranFusionLib/weights`` for
+maintainers shipping a bundled model) and copies the run's curves beside them (or to ``--figures``).
+``montage`` fuses a few validation pairs of each task with the shipped models (inputs, fused).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import torch
 
 from ..errors import EdranFusionError
 from ..io.model_files import load_state_dict, model_from_state_dict, save_bundled
-from ..io.weights import WEIGHTS_DIR, bundled_models
+from ..io.user_data import user_models_dir
+from ..io.weights import bundled_models
 from ..network.devices import resolve_precision
 from ..network.model import EHDRAN, parameter_count
+from ..version import __version__
 from .datasets import Sample, collect, split_by_series
 
 FIGURES_DIR = Path(__file__).resolve().parents[2] / "docs" / "figures"
@@ -37,6 +41,41 @@ PAPER_DEPARTURES = (
     "and mean-subtracted as those weights expect.",
     "Train/validation split by series (no series on both sides); the paper's split is not series-aware.",
 )
+
+PAPER_CITATION = ("Meng Zhou, Yuxuan Zhang, Xiaolan Xu, Jiayi Wang, Farzad Khalvati. Edge-Enhanced Dilated Residual "
+                  "Attention Network for Multimodal Medical Image Fusion. Code: github.com/simonZhou86/en_dran")
+
+
+def terms_of_use(init_from: str | None) -> dict:
+    """Licence, intended and out-of-scope use, limitations, citation and base model: the card's terms."""
+    return {
+        "license": {
+            "terms": "education and research only",
+            "weights": "The weights are derived from Harvard Whole Brain Atlas images, which their authors publish "
+                       "for education and research; use the weights for education and research only, not "
+                       "commercially and not in patient care.",
+            "code": "Apache-2.0 (EdranFusion)",
+        },
+        "intended_use": "Research and teaching: fusing two co-registered MRI + CT, MRI + SPECT/PET or MRI + MRI "
+                        "images or volumes to look at them together, and benchmarking fusion methods.",
+        "out_of_scope_use": [
+            "Diagnosis, treatment planning or any other clinical decision: not a medical device, not validated "
+            "clinically.",
+            "Inputs that are not co-registered (the model does not register them).",
+            "Quantitative reading of fused intensities (the fused image is a visual blend, not a measurement).",
+        ],
+        "limitations": [
+            "Trained on a few hundred 256x256 axial slices of one atlas; other scanners, protocols, anatomy and "
+            "pathology are unseen.",
+            "Fuses 2-D slices independently: no 3-D context across slices.",
+            "SPECT/PET colour is fused on luminance; the chroma is carried over, not learned.",
+        ],
+        "citation": PAPER_CITATION,
+        "base_model": ("EH-DRAN autoencoder (the paper's architecture), fine-tuned from " + str(init_from)
+                       if init_from else "EH-DRAN autoencoder (the paper's architecture), trained from random "
+                                         "initialisation"),
+        "made_by": f"EdranFusion {__version__}",
+    }
 
 
 @torch.no_grad()
@@ -111,6 +150,7 @@ def model_card(run_dir: Path, model: EHDRAN, note: str, val_stride: int = 1) -> 
                        "reconstruction_val_images": {**reconstruction_quality(model, val[::val_stride]),
                                                      "every_nth_val_image": val_stride}},
         "parameters": parameter_count(model),
+        **terms_of_use(config["init_from"]),
         "departures_from_paper": list(PAPER_DEPARTURES)
         + (["Fine-tuned from the 'general' model on this task's images (the paper trains each task from scratch)."]
            if config["init_from"] else [])
@@ -120,12 +160,16 @@ def model_card(run_dir: Path, model: EHDRAN, note: str, val_stride: int = 1) -> 
     }
 
 
-def ship(run_dir: Path, name: str, task: str, note: str, *, directory: Path = WEIGHTS_DIR,
-         figures: Path = FIGURES_DIR, val_stride: int = 1) -> Path:
-    """Bundle the run's best weights as model ``name`` and copy its curves next to the README's figures."""
+def ship(run_dir: Path, name: str, task: str, note: str, *, directory: Path | None = None,
+         figures: Path | None = None, val_stride: int = 1) -> Path:
+    """Save the run's best weights as model ``name`` with its card (default: the user's models folder, where
+    ``--model name`` finds it) and copy its curves to ``figures`` (default: beside the weights)."""
+    directory = user_models_dir() if directory is None else directory
+    figures = directory if figures is None else figures
     state = load_state_dict(run_dir / "best.pt", None)
     model = model_from_state_dict(state, str(run_dir / "best.pt"))
-    card = {**model_card(run_dir, model, note, val_stride), "curves": f"docs/figures/curves_{name}.png"}
+    card = {**model_card(run_dir, model, note, val_stride), "curves": str(figures / f"curves_{name}.png")}
+    directory.mkdir(parents=True, exist_ok=True)
     path = save_bundled(model, name, task, card, directory)
     figures.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run_dir / "curves.png", figures / f"curves_{name}.png")
@@ -190,7 +234,7 @@ def montage(data_root: Path, split_file: Path, per_task: int = 3, figures: Path 
 
 def main(argv: list[str] | None = None) -> int:
     """``ship`` a finished run or draw the ``montage`` figures; user errors exit 2 with one line."""
-    parser = argparse.ArgumentParser(prog="python -m EdranFusionLib.training_report")
+    parser = argparse.ArgumentParser(prog="python -m EdranFusionLib.training.report")
     commands = parser.add_subparsers(dest="command", required=True)
     ship_parser = commands.add_parser("ship", help="bundle a finished run's best weights with a model card")
     ship_parser.add_argument("--run-dir", type=Path, required=True)
@@ -198,13 +242,18 @@ def main(argv: list[str] | None = None) -> int:
     ship_parser.add_argument("--task", required=True)
     ship_parser.add_argument("--note", default="")
     ship_parser.add_argument("--val-stride", type=int, default=1, help="score every Nth validation image")
+    ship_parser.add_argument("--directory", type=Path, default=None,
+                             help="models folder (default: the user's; maintainers: EdranFusionLib/weights)")
+    ship_parser.add_argument("--figures", type=Path, default=None,
+                             help="folder for the curves (default: beside the weights; maintainers: docs/figures)")
     montage_parser = commands.add_parser("montage", help="fuse validation pairs of each task into PNG montages")
     montage_parser.add_argument("--data", type=Path, required=True, help="the harvard folder")
     montage_parser.add_argument("--split", type=Path, required=True, help="split.json of the general run")
     args = parser.parse_args(argv)
     try:
         if args.command == "ship":
-            print(ship(args.run_dir, args.name, args.task, args.note, val_stride=args.val_stride))
+            print(ship(args.run_dir, args.name, args.task, args.note, directory=args.directory,
+                       figures=args.figures, val_stride=args.val_stride))
         else:
             print("\n".join(str(p) for p in montage(args.data, args.split)))
     except EdranFusionError as error:

@@ -16,6 +16,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -288,8 +289,17 @@ class Trainer:
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
-    """Training and validation loss per epoch (log scale) and validation PSNR, as a PNG."""
-    import matplotlib
+    """Training and validation loss per epoch (log scale) and validation PSNR, as a PNG.
+
+    matplotlib is optional (Slicer does not ship it and the module installs only what fusion needs): without
+    it no curves.png is drawn, with one warning; metrics.jsonl holds the same figures.
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        warnings.warn("curves.png is not drawn: matplotlib is not installed (pip install matplotlib); "
+                      "metrics.jsonl holds the same figures", RuntimeWarning, stacklevel=2)
+        return
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
