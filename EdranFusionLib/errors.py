@@ -16,3 +16,7 @@ class FusionCancelled(EdranFusionError):
 
     def __init__(self) -> None:
         super().__init__("fusion cancelled by the user; nothing was written")
+
+
+class InputWarning(UserWarning):
+    """Something in the input was handled rather than refused (e.g. NaN background voxels); one line for the user."""

@@ -42,6 +42,13 @@ def model_path(tmp_path_factory: pytest.TempPathFactory, model: EHDRAN) -> Path:
     return path
 
 
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A temporary folder with an empty out/ for outputs (so a test can check that nothing was left there)."""
+    (tmp_path / "out").mkdir()
+    return tmp_path
+
+
 def blob_image(shape: tuple[int, ...], seed: int, dtype: type = np.uint8) -> np.ndarray:
     """A smooth, non-constant test pattern (a few Gaussian blobs) scaled to ``dtype``'s range."""
     rng = np.random.default_rng(seed)

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true",
                         help="also time the model under torch.compile (needs a C++ compiler; slow to compile)")
     parser.add_argument("--large", action="store_true",
-                        help="also peak memory for synthetic 512x512x100 and 512x512x400 volumes (takes many minutes)")
+                        help="also peak memory for fully filled 512x512x100 and 512x512x400 pairs (tens of minutes)")
     parser.add_argument("--web", action="store_true",
                         help="also the web server load check: 4 clients x 2 jobs on 127.0.0.1 (needs the web extra)")
 
@@ -82,10 +82,10 @@ def print_report(results: dict) -> None:
         print("\npeak resident memory of one fusion run (child process)")
         for row in results["memory"]:
             what = ("stroke volume, read+fuse+write" if row["kind"] == "stroke"
-                    else "x".join(map(str, row["shape"])) + f", data in 1/{row['every']} slices")
-            print(f"  {what:32s} batch {row['batch'] or 'auto'}  peak {row['peak_rss_mib']:7.0f} MiB  "
-                  f"working {row['working_mib']:6.0f} MiB  volume data {row['volume_data_mib']:6.0f} MiB  "
-                  f"{row['seconds']:6.1f} s")
+                    else "x".join(map(str, row["shape"])) + ", every slice filled")
+            print(f"  {what:32s} batch {row['batch'] or 'auto'}  peak {row['peak_rss_mib']:7.0f} MiB = "
+                  f"base {row['base_rss_mib']:5.0f} + inputs {row['inputs_mib']:6.0f} + output "
+                  f"{row['output_mib']:6.0f} + working {row['working_mib']:6.0f} MiB  {row['seconds']:6.1f} s")
 
 
 def print_startup(startup: dict) -> None:

@@ -6,14 +6,19 @@ The fusion pipeline (torch) is imported when the command runs, so ``--help`` sta
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
-import SimpleITK as sitk
+import numpy as np
 
 from ..choices import DEFAULT_MODEL, DEFAULT_STRATEGY, DEVICE_CHOICES, PRECISION_CHOICES, STRATEGY_NAMES
-from ..errors import EdranFusionError
+from ..errors import EdranFusionError, InputWarning
 from ..io import images, volumes
 from ..io.atomic import atomic_output
+from ..io.dicom import is_dicom_folder
 from .progress import progress_bar
 
 
@@ -27,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES)
     parser.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: fits memory)")
     parser.add_argument("--resample", action="store_true", help="resample volume B onto A's grid when grids differ")
+    parser.add_argument("--series-a", metavar="UID", help="DICOM SeriesInstanceUID to take from folder A when it holds "
+                        "several series (the error for such a folder lists them)")
+    parser.add_argument("--series-b", metavar="UID", help="the same for folder B")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -35,7 +43,7 @@ def input_kind(path: Path) -> str:
     if not path.exists():
         raise EdranFusionError(f"input {path} does not exist; check the path")
     if path.is_dir():
-        if sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)):
+        if is_dicom_folder(path):
             return "volume"
         if any(images.is_image_file(p) for p in path.iterdir()):
             return "folder"
@@ -49,7 +57,34 @@ def input_kind(path: Path) -> str:
     )
 
 
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Warnings about the input (e.g. NaN background voxels) as one ``warning: ...`` line each on stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", InputWarning)
+        warnings.showwarning = lambda message, *_rest: print(f"warning: {message}", file=sys.stderr)
+        yield
+
+
+def _check_memory_before_reading(path_a: Path, path_b: Path) -> None:
+    """Volume files: refuse from their headers alone what cannot fit (DICOM folders are checked once read)."""
+    from ..fusion.pipeline import check_memory
+
+    headers = [None if p.is_dir() else volumes.header_size(p) for p in (path_a, path_b)]
+    if None in headers:
+        return
+    (size, components_a, bytes_a), (_size_b, components_b, bytes_b) = headers
+    largest = sorted(size, reverse=True)[:2]
+    check_memory(bytes_a + bytes_b, int(np.prod(size, dtype=np.int64)), 3 in (components_a, components_b),
+                 (largest[0], largest[-1]))
+
+
 def run(args: argparse.Namespace) -> int:
+    with _one_line_warnings():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     path_a, path_b, output = Path(args.a), Path(args.b), Path(args.output)
     kind_a, kind_b = input_kind(path_a), input_kind(path_b)
     if kind_a != kind_b:
@@ -68,7 +103,11 @@ def run(args: argparse.Namespace) -> int:
     elif kind_a == "folder":
         _fuse_folders(path_a, path_b, output, settings, provenance=provenance, quiet=args.quiet)
     else:
-        a, b = volumes.read_volume(path_a), volumes.read_volume(path_b)
+        for option, path in (("--series-a", path_a), ("--series-b", path_b)):
+            if getattr(args, option[2:].replace("-", "_")) and not path.is_dir():
+                raise EdranFusionError(f"{option} picks a series from a DICOM folder, but {path} is a file")
+        _check_memory_before_reading(path_a, path_b)
+        a, b = volumes.read_volume(path_a, args.series_a), volumes.read_volume(path_b, args.series_b)
         with progress_bar("fusing", args.quiet) as progress:
             fused = fuse_volumes(
                 a, b, batch_size=args.batch_size, resample=args.resample, progress=progress, **settings

@@ -22,6 +22,7 @@ from ..errors import EdranFusionError, FusionCancelled
 from ..network.devices import resolve_device, resolve_precision, worker_pool
 from ..network.host_memory import available_memory_bytes
 from ..network.model import EHDRAN, LATENT_CHANNELS, fold_for_inference
+from .intensity import NormalisedStack
 from .rules import fuse_latents
 
 MIN_SIZE = 8
@@ -35,6 +36,8 @@ _PEAK_LATENTS_PER_SLICE = 12
 
 Progress = Callable[[float], None]
 Cancel = Callable[[], bool]
+Sink = Callable[[np.ndarray, np.ndarray], None]  # (slice indices, fused [0,1] slices) -> stored by the caller
+Stack = np.ndarray | NormalisedStack
 
 
 @dataclass(frozen=True)
@@ -60,12 +63,17 @@ def _available_memory_bytes(device: torch.device) -> int:
     return available_memory_bytes()
 
 
-def _slices_fitting(height: int, width: int, device: torch.device, dtype: torch.dtype) -> int:
-    """How many slices' activations fit in half the memory available now."""
+def working_bytes_per_slice(height: int, width: int, dtype: torch.dtype = torch.float32) -> int:
+    """Memory one slice pair needs while it is fused (activations at the encoder's peak)."""
     bytes_per_slice = 2 * _PEAK_LATENTS_PER_SLICE * LATENT_CHANNELS * height * width * 4
     if dtype != torch.float32:
         bytes_per_slice = bytes_per_slice * 3 // 4  # weights/outputs stay fp32, activations halve
-    return (_available_memory_bytes(device) // 2) // max(bytes_per_slice, 1)
+    return bytes_per_slice
+
+
+def _slices_fitting(height: int, width: int, device: torch.device, dtype: torch.dtype) -> int:
+    """How many slices' activations fit in half the memory available now."""
+    return (_available_memory_bytes(device) // 2) // max(working_bytes_per_slice(height, width, dtype), 1)
 
 
 def auto_batch_size(height: int, width: int, device: torch.device, dtype: torch.dtype, workers: int = 1) -> int:
@@ -104,10 +112,16 @@ def plan_fusion(
         fitting = _slices_fitting(shape[0], shape[1], torch_device, dtype)
         workers = max(1, min(torch.get_num_threads(), fitting))
     batch = batch_size or auto_batch_size(shape[0], shape[1], torch_device, dtype, workers)
+    if batch_size is not None and torch_device.type == "cpu":
+        fitting = max(1, _slices_fitting(shape[0], shape[1], torch_device, dtype) // workers)
+        if batch > fitting:  # fuse in smaller batches rather than run out of memory
+            warnings.warn(f"batch size {batch} does not fit in the memory available now; fusing {fitting} "
+                          "slices at a time", RuntimeWarning, stacklevel=3)
+            batch = fitting
     return FusionPlan(torch_device, dtype, batch, strategy, workers)
 
 
-def _check_stacks(a: np.ndarray, b: np.ndarray) -> None:
+def _check_stacks(a: Stack, b: Stack) -> None:
     if a.ndim != 3 or b.ndim != 3:
         raise EdranFusionError("fuse_stacks expects two [slices, H, W] arrays")
     if a.shape != b.shape:
@@ -143,8 +157,8 @@ class _Runner:
 
 
 def fuse_stacks(
-    a: np.ndarray,
-    b: np.ndarray,
+    a: Stack,
+    b: Stack,
     model: EHDRAN,
     *,
     strategy: str = DEFAULT_STRATEGY,
@@ -154,8 +168,13 @@ def fuse_stacks(
     progress: Progress | None = None,
     cancel: Cancel | None = None,
     workers: int | None = None,
-) -> np.ndarray:
+    sink: Sink | None = None,
+) -> np.ndarray | None:
     """Fuse two [N, H, W] stacks of [0,1] slices; returns float32 [N, H, W] in [0,1].
+
+    The stacks are arrays or :class:`NormalisedStack` views, which normalise each batch as it is taken. With
+    ``sink``, nothing full-size is allocated here: every slice (empty ones as zeros) is handed to
+    ``sink(indices, fused)`` once, batch by batch, and None is returned; that is how volumes stream.
 
     Slices where both inputs are empty (all zero after normalisation, e.g. air around a head) are not run
     through the network and stay zero. ``cancel`` is checked before every batch and raises
@@ -165,8 +184,10 @@ def fuse_stacks(
     """
     _check_stacks(a, b)
     plan = plan_fusion(a.shape[1:], strategy, device, precision, batch_size, workers=workers)
-    output = np.zeros(a.shape, dtype=np.float32)
-    busy = np.flatnonzero(a.reshape(len(a), -1).any(axis=1) | b.reshape(len(b), -1).any(axis=1))
+    output = np.zeros(a.shape, dtype=np.float32) if sink is None else None
+    store = sink or output.__setitem__
+    nonzero = _nonzero_slices(a) | _nonzero_slices(b)
+    busy = np.flatnonzero(nonzero)
     batches = -(-len(busy) // plan.batch_size)
     if 0 < batches < plan.workers:  # e.g. one 2-D pair: torch's own threads are then the only way to use the cores
         plan = dataclasses.replace(plan, workers=batches)
@@ -183,7 +204,7 @@ def fuse_stacks(
                 submitted += len(index)
             index, batch = in_flight.popleft()
             try:
-                output[index] = batch.result()
+                store(index, batch.result())
             except torch.cuda.OutOfMemoryError:
                 _drain(in_flight)
                 runner = _smaller_runner(model, runner.plan)
@@ -194,7 +215,19 @@ def fuse_stacks(
                 progress(done / len(busy))
     if progress is not None and len(busy) == 0:
         progress(1.0)
+    if sink is not None:
+        idle = np.flatnonzero(~nonzero)
+        for start in range(0, len(idle), plan.batch_size):
+            index = idle[start : start + plan.batch_size]
+            sink(index, np.zeros((len(index), *a.shape[1:]), dtype=np.float32))
     return output
+
+
+def _nonzero_slices(stack: Stack) -> np.ndarray:
+    """Boolean per slice: anything to fuse (all-zero slices, e.g. air around a head, are skipped)."""
+    if isinstance(stack, NormalisedStack):
+        return stack.nonzero_slices()
+    return stack.reshape(len(stack), -1).any(axis=1)
 
 
 def _drain(in_flight: deque[tuple[np.ndarray, Future]]) -> None:

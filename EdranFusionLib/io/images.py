@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from ..errors import EdranFusionError
@@ -31,7 +34,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if not is_image_file(path):
         raise EdranFusionError(f"{path} is not a supported 2-D image ({', '.join(IMAGE_SUFFIXES)})")
     try:
-        with Image.open(path) as image:
+        with _strict_decoding(), Image.open(path) as image:
             image.load()
             pixels = _pixels_of(image, path)
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
@@ -39,6 +42,21 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if pixels.ndim == 3 and (pixels == pixels[..., :1]).all():
         pixels = np.ascontiguousarray(pixels[..., 0])
     return pixels
+
+
+_STRICT = threading.Lock()
+
+
+@contextlib.contextmanager
+def _strict_decoding() -> Iterator[None]:
+    """Pillow decodes lazily and, with ``ImageFile.LOAD_TRUNCATED_IMAGES`` set (a process-wide switch other
+    code may flip), fills a cut-short PNG/JPEG/TIFF with gray instead of failing. Reads here always fail."""
+    with _STRICT:
+        saved, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+        try:
+            yield
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
 
 def _pixels_of(image: Image.Image, path: Path) -> np.ndarray:

@@ -9,6 +9,7 @@ A's storage order so the output keeps A's grid exactly.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import sys
 import time
@@ -20,6 +21,8 @@ import SimpleITK as sitk
 
 from ..errors import EdranFusionError
 from .atomic import atomic_output
+from .dicom import process_locale_kept, read_dicom_folder
+from .integrity import check_volume_file
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 IMAGE_COMMENTS_TAG = "0020|4000"  # DICOM Image Comments, copied into every slice written
@@ -32,14 +35,16 @@ def volume_suffix(path: str | os.PathLike) -> str:
     return next((suffix for suffix in VOLUME_SUFFIXES if name.endswith(suffix)), "")
 
 
-def read_volume(path: str | os.PathLike) -> sitk.Image:
-    """A 3-D image from a NIfTI/NRRD/MHA/MHD file or a folder holding one DICOM series."""
+def read_volume(path: str | os.PathLike, series: str | None = None) -> sitk.Image:
+    """A 3-D image from a NIfTI/NRRD/MHA/MHD file (checked for damage first, see integrity.py) or a DICOM folder
+    (``series``: the SeriesInstanceUID to take when the folder holds several; see dicom.py)."""
     path = Path(path)
     if not path.exists():
         raise EdranFusionError(f"input {path} does not exist; check the path")
     if path.is_dir():
-        image = _read_dicom_folder(path)
+        image = read_dicom_folder(path, series)
     elif volume_suffix(path):
+        check_volume_file(path)
         try:
             image = sitk.ReadImage(str(path))
         except RuntimeError as error:
@@ -54,20 +59,19 @@ def read_volume(path: str | os.PathLike) -> sitk.Image:
     return image
 
 
-def _read_dicom_folder(folder: Path) -> sitk.Image:
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise EdranFusionError(f"folder {folder} holds no DICOM series; give a volume file or a DICOM series folder")
-    if len(series) > 1:
-        raise EdranFusionError(
-            f"folder {folder} holds {len(series)} DICOM series; put each series in its own folder and give one"
-        )
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+def header_size(path: str | os.PathLike) -> tuple[tuple[int, ...], int, int] | None:
+    """(size, components, bytes once read) of a volume file from its header alone, without reading voxels;
+    None when the header cannot be read (:func:`read_volume` then says what is wrong)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        return reader.Execute()
-    except RuntimeError as error:
-        raise EdranFusionError(f"cannot read the DICOM series in {folder}; a file may be corrupt") from error
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    component_bytes = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID()).GetSizeOfPixelComponent()
+    components = reader.GetNumberOfComponents()
+    size = tuple(reader.GetSize())
+    return size, components, int(np.prod(size, dtype=np.int64)) * components * component_bytes
 
 
 def check_volume(image: sitk.Image, what: str) -> None:
@@ -139,6 +143,24 @@ def image_like(array: np.ndarray, reference: sitk.Image, is_vector: bool = False
     return image
 
 
+def blank_like(reference: sitk.Image, pixel_type: int) -> sitk.Image:
+    """An image on ``reference``'s grid (zeros) of ``pixel_type``; vector types get three components."""
+    components = 3 if pixel_type == sitk.sitkVectorUInt8 else 1
+    image = sitk.Image(reference.GetSize(), pixel_type, components) if components > 1 else sitk.Image(
+        reference.GetSize(), pixel_type)
+    image.CopyInformation(reference)
+    return image
+
+
+def writable_array(image: sitk.Image) -> np.ndarray:
+    """A writable numpy view of ``image``'s own pixel buffer ([k, j, i(, c)]), so results are written in place
+    instead of copied in at the end. SimpleITK only offers read-only views; the buffer is the image's own
+    (made unique first), so the view is valid while ``image`` lives and nothing reallocates it."""
+    view = sitk.GetArrayViewFromImage(image)
+    buffer = (ctypes.c_byte * view.nbytes).from_address(view.__array_interface__["data"][0])
+    return np.frombuffer(buffer, dtype=view.dtype).reshape(view.shape)
+
+
 def write_volume(image: sitk.Image, path: str | os.PathLike) -> None:
     """Write atomically: a NIfTI/NRRD/MHA/MHD file by suffix, or a DICOM series when ``path`` has no suffix."""
     path = Path(path)
@@ -150,7 +172,7 @@ def write_volume(image: sitk.Image, path: str | os.PathLike) -> None:
         raise EdranFusionError(
             f"unsupported output format {path.name}; use {', '.join(VOLUME_SUFFIXES)} or a folder for DICOM"
         )
-    with atomic_output(path, directory=True) as folder:
+    with atomic_output(path, directory=True) as folder, process_locale_kept():
         _write_dicom_series(image, folder)
 
 
