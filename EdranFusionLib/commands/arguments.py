@@ -1,18 +1,11 @@
-"""Shared command-line plumbing: one-line argument errors and the user-error -> exit code 2 convention.
-
-Both `python -m EdranFusionLib` and the training script (also run by Slicer as a plain script) use it, so every
-entry point reports problems the same way: one ``error: ...`` line on stderr, exit code 2, no traceback.
-"""
+"""Shared command-line plumbing: argument errors on one line with exit code 2, like every other user error
+(errors.exit_status_of), for `python -m EdranFusionLib` and the training script (also run by Slicer)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable
 
-from ..errors import EdranFusionError
-
-EXIT_USER_ERROR = 2
+from ..errors import EXIT_USER_ERROR
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -20,12 +13,3 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
-
-
-def run_reporting_errors(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a command; a user error becomes one stderr line and exit code 2."""
-    try:
-        return int(handler(args))
-    except EdranFusionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USER_ERROR

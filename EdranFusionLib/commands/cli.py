@@ -16,8 +16,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from ..errors import exit_status_of
 from ..version import __version__
-from .arguments import OneLineParser, run_reporting_errors
+from .arguments import OneLineParser
 
 EXIT_INTERRUPTED = 130
 COMMANDS = {  # name -> (module in this package, help)
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.modules["SimpleITK"].ProcessObject_SetGlobalWarningDisplay(False)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        return run_reporting_errors(args.handler, args)
+        return exit_status_of(lambda: args.handler(args))
     except KeyboardInterrupt:
         print("error: interrupted; no output was written", file=sys.stderr)
         return EXIT_INTERRUPTED

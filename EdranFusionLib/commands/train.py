@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import EdranFusionError
+from ..errors import EdranFusionError, exit_status_of
 from ..io.user_data import user_runs_dir
-from .arguments import OneLineParser, run_reporting_errors
+from .arguments import OneLineParser
 
 PROG = "python -m EdranFusionLib.train"
 DESCRIPTION = "Stage-1 training of the EH-DRAN autoencoder: reconstruct single images"
@@ -81,4 +81,5 @@ def main(argv: list[str] | None = None) -> int:
         argv = argv[1:]
     parser = OneLineParser(prog=PROG, description=DESCRIPTION)
     add_arguments(parser)
-    return run_reporting_errors(run, parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    return exit_status_of(lambda: run(args))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EdranFusionError
+from ..errors import EdranFusionError, exit_status_of
 from ..fusion import spatial
 from ..io import images
 from ..training.datasets import series_of
@@ -228,16 +228,16 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    try:
+
+    def work() -> int:
         if args.phase == "tune":
             print(json.dumps(tune(args.data, args.out, args.pairs)["chosen"], indent=1))
         else:
             score(args.data, args.out, args.pairs, args.montage)
             print((args.out / "comparison.md").read_text())
-    except EdranFusionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return exit_status_of(work)
 
 
 if __name__ == "__main__":

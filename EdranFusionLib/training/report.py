@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import EdranFusionError
+from ..errors import EdranFusionError, exit_status_of
 from ..io.model_files import load_state_dict, model_from_state_dict, save_bundled
 from ..io.user_data import user_models_dir
 from ..io.weights import bundled_models
@@ -264,16 +264,16 @@ def main(argv: list[str] | None = None) -> int:
     montage_parser.add_argument("--data", type=Path, required=True, help="the harvard folder")
     montage_parser.add_argument("--split", type=Path, required=True, help="split.json of the general run")
     args = parser.parse_args(argv)
-    try:
+
+    def work() -> int:
         if args.command == "ship":
             print(ship(args.run_dir, args.name, args.task, args.note, directory=args.directory,
                        figures=args.figures, val_stride=args.val_stride, precision=args.precision))
         else:
             print("\n".join(str(p) for p in montage(args.data, args.split)))
-    except EdranFusionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return exit_status_of(work)
 
 
 if __name__ == "__main__":
