@@ -10,7 +10,11 @@ PAPER_STRATEGIES = ("sfnn-max", "sfnn-mean", "sfnn-sum", "sfnn-identity", "fer",
 # ``activity-p<P>`` (0 <= P <= 8) is accepted by name by the API and the evaluate command; P = 1 (chosen on
 # training series, docs/RESULTS.md) is ``fl1n`` itself, so no member is listed twice here.
 SPATIAL_STRATEGIES = ("spatial-sfnn", "two-scale")
-STRATEGY_NAMES = PAPER_STRATEGIES + SPATIAL_STRATEGIES
+# Parameter-free rules on two latents (fusion/rules.py).
+LATENT_RULES = PAPER_STRATEGIES + SPATIAL_STRATEGIES
+# Beyond the paper: the learned stage-2 head stored in the model's weights file (network/fusion_head.py).
+LEARNED_STRATEGY = "learned"
+STRATEGY_NAMES = LATENT_RULES + (LEARNED_STRATEGY,)
 DEFAULT_STRATEGY = "sfnn-max"
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")

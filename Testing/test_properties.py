@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from EdranFusionLib.choices import STRATEGY_NAMES
+from EdranFusionLib.choices import LATENT_RULES
 from EdranFusionLib.fusion.fuser import fuse_stacks
 from EdranFusionLib.fusion.rules import fuse_latents
 from EdranFusionLib.fusion.sfnn import sfnn_weights
@@ -24,7 +24,7 @@ def latent_pairs(draw):
 
 
 @SETTINGS
-@given(latent_pairs(), st.sampled_from(STRATEGY_NAMES))
+@given(latent_pairs(), st.sampled_from(LATENT_RULES))
 def test_rules_are_finite_symmetric_and_shape_preserving(pair, strategy):
     fa, fb = pair
     fused = fuse_latents(fa, fb, strategy)
@@ -33,7 +33,7 @@ def test_rules_are_finite_symmetric_and_shape_preserving(pair, strategy):
 
 
 # two-scale is not convex per element: the averaged base plus a kept detail band can overshoot either input.
-CONVEX_RULES = [name for name in STRATEGY_NAMES if name != "two-scale"] + ["activity-p0.5", "activity-p3"]
+CONVEX_RULES = [name for name in LATENT_RULES if name != "two-scale"] + ["activity-p0.5", "activity-p3"]
 
 
 @SETTINGS

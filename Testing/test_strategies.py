@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from EdranFusionLib.choices import STRATEGY_NAMES
+from EdranFusionLib.choices import LATENT_RULES
 from EdranFusionLib.errors import EdranFusionError
 from EdranFusionLib.fusion.rules import fuse_latents
 from EdranFusionLib.fusion.sfnn import nuclear_norms, nuclear_norms_svd, sfnn_weights
@@ -75,7 +75,7 @@ def test_elementwise_rules_on_known_values():
     torch.testing.assert_close(fuse_latents(fa, fb, "max").flatten(), torch.tensor([4.0, 5.0, 2.0, 0.0]))
 
 
-@pytest.mark.parametrize("strategy", [*STRATEGY_NAMES, "activity-p0", "activity-p0.5", "activity-p1.5"])
+@pytest.mark.parametrize("strategy", [*LATENT_RULES, "activity-p0", "activity-p0.5", "activity-p1.5"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_every_rule_keeps_shape_dtype_and_is_symmetric(strategy, dtype):
     fa, fb = _latents(9).to(dtype), _latents(10).to(dtype)

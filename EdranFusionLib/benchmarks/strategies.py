@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from ..choices import DEFAULT_STRATEGY, STRATEGY_NAMES
+from ..choices import DEFAULT_STRATEGY, LATENT_RULES, LEARNED_STRATEGY
+from ..fusion.learned import decode_fused
 from ..fusion.rules import fuse_latents
 from ..network.devices import resolve_precision
 from ..network.model import EHDRAN, fold_for_inference
@@ -25,9 +26,11 @@ def strategy_timings(base: EHDRAN, precision: str = "auto", repeats: int = 3) ->
     encode = median_seconds(lambda: model.encode(pair), repeats)
     latent_a, latent_b = model.encode(pair).chunk(2)
     rows = {}
-    for strategy in (*STRATEGY_NAMES, "activity-p0.5"):  # one member of the open activity family
-        rule = median_seconds(lambda s=strategy: fuse_latents(latent_a, latent_b, s), repeats)
-        decode = median_seconds(lambda s=strategy: model.decode(fuse_latents(latent_a, latent_b, s)), repeats)
+    learned = (LEARNED_STRATEGY,) if model.fusion_head is not None else ()
+    for strategy in (*LATENT_RULES, "activity-p0.5", *learned):  # p0.5: one member of the open activity family
+        rule = (median_seconds(lambda s=strategy: fuse_latents(latent_a, latent_b, s), repeats)
+                if strategy != LEARNED_STRATEGY else float("nan"))
+        decode = median_seconds(lambda s=strategy: decode_fused(model, latent_a, latent_b, s), repeats)
         rows[strategy] = {"rule_seconds": rule, "seconds_per_pair": encode + decode}
     reference = rows["sfnn-max"]["seconds_per_pair"]
     return {"precision": str(dtype).replace("torch.", ""), "encode_seconds": encode, "strategies": rows,

@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
         print("no trained weights are installed; train them with `edranfusion train`")
     for model in installed.values():
         terms = model.card.get("license", {}).get("terms", "terms not stated in its card")
-        print(f"{model.name:10s} {model.origin:7s} {model.task:12s} sha256 {model.sha256}  {terms}")
+        learned = "learned fusion head" if "fusion_head" in model.card else "no fusion head"
+        print(f"{model.name:10s} {model.origin:7s} {model.task:12s} sha256 {model.sha256}  {learned:19s}  {terms}")
     missing = [name for name in KNOWN_MODELS if name not in installed]
     if installed and missing:
         print(f"not installed: {', '.join(missing)}")

@@ -48,12 +48,33 @@ def pixel_rule(strategy: str) -> Fuse:
     return fuse
 
 
+def learned_pixel_control(model: str) -> Fuse:
+    """The learned head's own per-pixel weights applied to the sources' luminance (no decoder): what the
+    head's decoder adds over the blend it chose."""
+    import torch
+
+    from ..fusion.learned import learned_weights
+    from ..fusion.pipeline import as_model
+    from ..network.model import fold_for_inference
+
+    network = fold_for_inference(as_model(model)).eval()
+
+    @torch.inference_mode()
+    def fuse(_name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        pair = torch.from_numpy(np.stack([gray_levels(a), gray_levels(b)])[:, None] / 255.0).float()
+        weight = learned_weights(network, *network.encode(pair).chunk(2))[0, 0].double().numpy()
+        ya, yb = (gray_levels(x).astype(np.float64) for x in (a, b))
+        return _as_output(weight * ya + (1 - weight) * yb, a, b)
+
+    return fuse
+
+
 def latent_methods(model: str, strategies: Sequence[str], labels: Sequence[str] | None = None) -> list[Method]:
     """One method per strategy on ``model``; the pair's latents are computed once and shared (fp32)."""
     import torch
 
+    from ..fusion.learned import decode_fused
     from ..fusion.pipeline import as_model
-    from ..fusion.rules import fuse_latents
     from ..network.model import fold_for_inference
 
     network = fold_for_inference(as_model(model)).eval()
@@ -66,7 +87,7 @@ def latent_methods(model: str, strategies: Sequence[str], labels: Sequence[str] 
                 cache.clear()
                 pair = torch.from_numpy(np.stack([gray_levels(a), gray_levels(b)])[:, None] / 255.0).float()
                 cache[name] = network.encode(pair).chunk(2)
-            fused = network.decode(fuse_latents(*cache[name], strategy)).clamp(0, 1)
+            fused = decode_fused(network, *cache[name], strategy).clamp(0, 1)
             return _as_output(fused[0, 0].double().numpy() * 255, a, b)
 
         return fuse

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..choices import DEFAULT_STRATEGY, STRATEGY_NAMES, is_strategy
+from ..choices import DEFAULT_STRATEGY, LEARNED_STRATEGY, STRATEGY_NAMES, is_strategy
 from ..errors import EdranFusionError, FusionCancelled
 from ..network.devices import resolve_device, resolve_precision, worker_pool
 from ..network.host_memory import available_memory_bytes
 from ..network.model import EHDRAN, LATENT_CHANNELS, fold_for_inference
 from .intensity import NormalisedStack
-from .rules import fuse_latents
+from .learned import decode_fused, fusion_head_of
 
 MIN_SIZE = 8
 MAX_AUTO_BATCH = 8
@@ -152,7 +152,7 @@ class _Runner:
         pair = torch.from_numpy(np.concatenate([a, b])[:, None]).to(device, self.model.shallow.weight.dtype)
         with torch.autocast(device.type, dtype=self.plan.dtype, enabled=self.autocast):
             latent_a, latent_b = self.model.encode(pair.contiguous(memory_format=torch.channels_last)).chunk(2)
-            fused = self.model.decode(fuse_latents(latent_a, latent_b, self.plan.strategy))
+            fused = decode_fused(self.model, latent_a, latent_b, self.plan.strategy)
         return fused.float().clamp_(0.0, 1.0)[:, 0].cpu().numpy()
 
 
@@ -183,6 +183,8 @@ def fuse_stacks(
     ``workers``: batches fused concurrently on the CPU (see :class:`FusionPlan`; default: torch's threads).
     """
     _check_stacks(a, b)
+    if strategy == LEARNED_STRATEGY:
+        fusion_head_of(model)
     plan = plan_fusion(a.shape[1:], strategy, device, precision, batch_size, workers=workers)
     output = np.zeros(a.shape, dtype=np.float32) if sink is None else None
     store = sink or output.__setitem__

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..choices import DEFAULT_STRATEGY, STRATEGY_NAMES
+from ..choices import DEFAULT_STRATEGY, LATENT_RULES, LEARNED_STRATEGY
 from ..errors import EdranFusionError
 from .sfnn import sfnn_weights
 from .spatial import fuse_spatial
@@ -22,7 +22,7 @@ def _elementwise_ratio(activity_a: torch.Tensor, activity_b: torch.Tensor) -> to
 
 
 def fuse_latents(fa: torch.Tensor, fb: torch.Tensor, strategy: str = DEFAULT_STRATEGY) -> torch.Tensor:
-    """Fuse two latent batches with one of :data:`STRATEGY_NAMES`.
+    """Fuse two latent batches with one of :data:`LATENT_RULES` (``learned`` needs the model: learned.py).
 
     - ``sfnn-*``: W_a f_a + W_b f_b with the SFNN weights (weights applied to the pre-softmax features).
     - ``fer``: feature energy ratio (MSRPAN), element-wise weight f_a^2 / (f_a^2 + f_b^2).
@@ -34,7 +34,7 @@ def fuse_latents(fa: torch.Tensor, fb: torch.Tensor, strategy: str = DEFAULT_STR
         raise EdranFusionError(
             f"latent shapes differ ({tuple(fa.shape)} vs {tuple(fb.shape)}); fuse images of one size"
         )
-    if strategy.startswith("sfnn-") and strategy in STRATEGY_NAMES:
+    if strategy.startswith("sfnn-") and strategy in LATENT_RULES:
         wa, wb = sfnn_weights(fa, fb, strategy.removeprefix("sfnn-"))
         return (fa * wa + fb * wb).to(fa.dtype)  # float32 weights promote the products to float32
     if strategy == "fer":
@@ -47,6 +47,9 @@ def fuse_latents(fa: torch.Tensor, fb: torch.Tensor, strategy: str = DEFAULT_STR
         return torch.maximum(fa, fb)
     elif (fused := fuse_spatial(fa, fb, strategy)) is not None:
         return fused
+    elif strategy == LEARNED_STRATEGY:
+        raise EdranFusionError(f"strategy '{strategy}' needs the model's fusion head; fuse through the fuser or "
+                               "fusion.learned.fuse_learned")
     else:
-        raise EdranFusionError(f"unknown strategy '{strategy}'; choose one of {', '.join(STRATEGY_NAMES)}")
+        raise EdranFusionError(f"unknown strategy '{strategy}'; choose one of {', '.join(LATENT_RULES)}")
     return (wa * fa.float() + (1 - wa) * fb.float()).to(fa.dtype)

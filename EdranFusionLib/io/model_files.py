@@ -12,6 +12,7 @@ import torch
 
 from ..choices import DEFAULT_MODEL
 from ..errors import EdranFusionError
+from ..network.fusion_head import FusionHead
 from ..network.model import EHDRAN
 from .atomic import atomic_output
 from .weights import WEIGHTS_DIR, resolve, sha256_of
@@ -38,8 +39,11 @@ def load_state_dict(path: Path, expected_sha256: str | None) -> dict[str, torch.
 
 
 def model_from_state_dict(state: dict[str, torch.Tensor], source: str = "weights") -> EHDRAN:
-    """Build the matching architecture (with or without DRGO) and load ``state`` strictly."""
+    """Build the matching architecture (with or without DRGO, with or without the learned fusion head) and
+    load ``state`` strictly."""
     model = EHDRAN(use_drgo=any(key.startswith("drgo.") for key in state))
+    if any(key.startswith("fusion_head.") for key in state):
+        model.fusion_head = FusionHead()
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:

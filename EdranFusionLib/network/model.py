@@ -144,6 +144,9 @@ class EHDRAN(nn.Module):
         self.attention = ResidualPyramidAttention(channels)
         self.drgo = DRGO(channels) if use_drgo else None
         self.decoder = Decoder(channels)
+        # Beyond the paper: the learned stage-2 fusion head (fusion_head.py), attached when a weights file
+        # holds one; the paper's rules never use it.
+        self.fusion_head: nn.Module | None = None
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """[B,1,H,W] in [0,1] -> latent [B,64,H,W]."""
@@ -219,6 +222,7 @@ class InferenceEHDRAN(nn.Module):
         self.attention = model.attention
         self.drgo = model.drgo
         self.decoder = model.decoder
+        self.fusion_head = model.fusion_head
         for module in self.modules():
             if isinstance(module, nn.LeakyReLU):
                 module.inplace = True

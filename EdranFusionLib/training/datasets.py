@@ -33,7 +33,7 @@ _PAIR_NAME = re.compile(r"^(\d+)(\d{3})$")
 
 @dataclass(frozen=True)
 class Sample:
-    """One training image: float32 HxW in [0,1], the series it belongs to and a readable id."""
+    """One training image: float32 HxW in [0,1] (or 2xHxW: a pair), the series it belongs to and a readable id."""
 
     image: np.ndarray
     series: str
@@ -189,7 +189,8 @@ class TrainingImages:
     def __init__(self, samples: Sequence[Sample], crop: int | None = None, flips: bool = False,
                  bright_crops: float = 0.0, repeats: dict[str, int] | None = None) -> None:
         samples = [s for s in samples for _ in range(repeat_count(s, repeats or {}))]
-        self.images = [torch.from_numpy(s.image).unsqueeze(0) for s in samples]
+        # [1, H, W] per image; a [2, H, W] sample (a co-registered pair, stage 2) is cropped and flipped as one.
+        self.images = [torch.from_numpy(s.image if s.image.ndim == 3 else s.image[None]) for s in samples]
         self.crop = crop
         self.flips = flips
         self.bright_crops = bright_crops

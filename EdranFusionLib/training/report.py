@@ -188,6 +188,56 @@ def ship(run_dir: Path, name: str, task: str, note: str, *, directory: Path | No
     return path
 
 
+HEAD_CAVEAT = ("Trained on differentiable forms of PSNR and SSIM and on an edge term close to what Qabf and FSIM "
+               "reward: its scores on those metrics are partly scores on its own objective. The validation "
+               "series were never trained on and were scored once.")
+
+
+def fusion_head_card(run_dir: Path) -> dict:
+    """The card section of a stage-2 run (training/fusion_trainer.py): data, settings, loss, time, caveat."""
+    config = json.loads((run_dir / "config.json").read_text())
+    split = json.loads((run_dir / "split.json").read_text())
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    return {
+        "beyond_the_paper": "learned stage-2 fusion: per-pixel weights from both latents and a decoder fine-tuned "
+                            "on fused latents; the encoder is the autoencoder's, frozen",
+        "data": {"folders": [Path(p).name for p in config["data"]], "train_pairs": len(split["train_pairs"]),
+                 "held_out_series": split["held_out_series"]},
+        "training": {"epochs": history[-1]["epoch"], "steps": history[-1]["step"],
+                     "batch_size": config["batch_size"], "crop": config["crop"], "flips": config["flips"],
+                     "lr": config["lr"], "lr_schedule": f"per-step cosine decay to {config['lr_min']}",
+                     "decoder": "frozen" if config["freeze_decoder"] else "fine-tuned from the autoencoder's",
+                     "seed": config["seed"], "precision": "bf16 autocast" if config["bf16"] else "fp32",
+                     "train_step_hours": round(history[-1]["train_seconds"] / 3600, 2),
+                     "wall_hours": _wall_hours(run_dir)},
+        "loss": {"psnr_weight": config["psnr_weight"], "ssim_weight": config["ssim_weight"],
+                 "gradient_weight": config["gradient_weight"],
+                 "definition": "psnr_weight * -(PSNR of the mean MSE to both sources)/10 dB + ssim_weight * (1 - mean SSIM to "
+                               "both) + gradient_weight * L1(Sobel(F) - the stronger source gradient) / its mean"},
+        "final_train_loss": {k.removeprefix("train_"): round(v, 4) for k, v in history[-1].items()
+                             if k.startswith("train_") and k != "train_seconds"},
+        "caveat": HEAD_CAVEAT,
+    }
+
+
+def ship_head(run_dir: Path, name: str, directory: Path | None = None) -> Path:
+    """Attach a finished stage-2 run's head to model ``name`` in ``directory`` (its autoencoder must be the one
+    the head was trained on): the weights file is rewritten with the head and the card gains ``fusion_head``."""
+    directory = user_models_dir() if directory is None else directory
+    card_file = directory / f"{name}.json"
+    if not (run_dir / "final.pt").is_file() or not card_file.is_file():
+        raise EdranFusionError(f"need {run_dir / 'final.pt'} (a finished stage-2 run) and the card {card_file}")
+    card = json.loads(card_file.read_text())
+    current = load_state_dict(directory / card["file"], card["sha256"])
+    state = load_state_dict(run_dir / "final.pt", None)
+    if any(not torch.equal(value, state[key]) for key, value in current.items() if not key.startswith("fusion_head.")):
+        raise EdranFusionError(f"the head in {run_dir} was trained on another autoencoder than model {name}; "
+                               "train it again on this model")
+    model = model_from_state_dict(state, str(run_dir / "final.pt"))
+    kept = {k: v for k, v in card.items() if k not in ("name", "task", "file", "sha256", "fusion_head")}
+    return save_bundled(model, name, card["task"], {**kept, "fusion_head": fusion_head_card(run_dir)}, directory)
+
+
 TASKS = {"CT-MRI": "ct-mri", "SPECT-MRI": "spect-mri", "PET-MRI": "pet-mri"}
 
 
@@ -260,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
                              help="folder for the curves (default: beside the weights; maintainers: docs/figures)")
     ship_parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                              help="precision of the reconstruction scores (auto: the fuser's)")
+    head_parser = commands.add_parser("ship-head", help="attach a finished stage-2 run's fusion head to a model")
+    head_parser.add_argument("--run-dir", type=Path, required=True)
+    head_parser.add_argument("--name", required=True, help="the model the head was trained on")
+    head_parser.add_argument("--directory", type=Path, default=None,
+                             help="models folder (default: the user's; maintainers: EdranFusionLib/weights)")
     montage_parser = commands.add_parser("montage", help="fuse validation pairs of each task into PNG montages")
     montage_parser.add_argument("--data", type=Path, required=True, help="the harvard folder")
     montage_parser.add_argument("--split", type=Path, required=True, help="split.json of the general run")
@@ -269,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "ship":
             print(ship(args.run_dir, args.name, args.task, args.note, directory=args.directory,
                        figures=args.figures, val_stride=args.val_stride, precision=args.precision))
+        elif args.command == "ship-head":
+            print(ship_head(args.run_dir, args.name, args.directory))
         else:
             print("\n".join(str(p) for p in montage(args.data, args.split)))
         return 0

@@ -1,0 +1,233 @@
+"""Stage-2 training (beyond the paper): the learned fusion head on a trained, frozen EH-DRAN encoder.
+
+Pairs of co-registered training images (pair folders; A = the MRI folder, B = the other) are cropped and
+flipped together; the frozen encoder gives both latents, the head (network/fusion_head.py: per-pixel weights
+and its own decoder, started from the model's decoder) fuses them, and network/fusion_losses.py scores the
+result against both sources. Validation series are left out entirely: they are scored once, afterwards.
+
+Run as ``python -m EdranFusionLib.training.fusion_trainer --data H/CT-MRI --model ct-mri --run-dir DIR``. The
+run folder holds config.json, split.json, metrics.jsonl, checkpoint.pt (atomic, every epoch and every
+``--checkpoint-every`` steps; ``--resume`` continues exactly) and, at the end, ``final.pt``: a complete weights
+file (autoencoder + head) that ``--model`` of every command accepts and ``ship`` bundles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import EdranFusionError, exit_status_of
+from ..io.atomic import atomic_output
+from ..io.images import common_names
+from ..io.model_files import load_model
+from ..network.devices import cpu_has_fast_bf16
+from ..network.fusion_head import FusionHead
+from ..network.fusion_losses import FusionLoss
+from ..network.model import fold_for_inference
+from .datasets import Sample, TrainingImages, load_gray, series_of
+from .trainer import learning_rate
+
+RUN_DEFINING = ("data", "model", "epochs", "batch_size", "lr", "lr_min", "crop", "flips", "psnr_weight",
+                "ssim_weight", "gradient_weight", "freeze_decoder", "val_series", "seed")
+
+
+def training_pairs(folders: list[Path], held_out: set[str]) -> tuple[list[Sample], dict]:
+    """[2, H, W] samples (A = the MRI folder, B = the other modality) of every series not held out."""
+    pairs, record = [], {"held_out_series": sorted(held_out), "train_pairs": []}
+    for folder in folders:
+        modalities = sorted(p for p in folder.iterdir() if p.is_dir())
+        first = next((m for m in modalities if m.name.upper() == "MRI"), None)
+        if len(modalities) != 2 or first is None:
+            raise EdranFusionError(f"pair folder {folder} must hold an MRI folder and one other modality folder")
+        second = next(m for m in modalities if m != first)
+        for name in common_names(str(first), str(second)):
+            series = series_of(Path(name).stem, folder)
+            if series in held_out:
+                continue
+            image = np.stack([load_gray(first / name), load_gray(second / name)])
+            pairs.append(Sample(image, series, f"{folder.name}/{Path(name).stem}"))
+            record["train_pairs"].append(pairs[-1].name)
+    if not pairs:
+        raise EdranFusionError("no training pairs left after holding out the validation series; check --data")
+    return pairs, record
+
+
+class FusionTrainer:
+    """One stage-2 run: frozen encoder, trainable head, pair crops, loss and the run folder."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.run_dir: Path = args.run_dir
+        self.config = {key: getattr(args, key) for key in RUN_DEFINING}
+        self.config["data"] = [str(Path(p).expanduser().resolve()) for p in args.data]
+        self.bf16 = args.precision == "bf16" or (args.precision == "auto" and cpu_has_fast_bf16())
+        torch.manual_seed(args.seed)
+        held_out = set(args.val_series.split(",")) if args.val_series else set()
+        pairs, self.split = training_pairs([Path(p) for p in args.data], held_out)
+        self.images = TrainingImages(pairs, args.crop, args.flips)
+        self.steps_per_epoch = self.images.steps_per_epoch(args.batch_size)
+        if self.steps_per_epoch == 0:
+            raise EdranFusionError(f"{len(pairs)} training pairs are fewer than one batch; lower --batch-size")
+        self.total_steps = self.steps_per_epoch * args.epochs
+        self.model = load_model(args.model).requires_grad_(False)
+        self.encoder = fold_for_inference(self.model).to(memory_format=torch.channels_last)
+        if self.bf16:
+            self.encoder.to(torch.bfloat16)
+        self.head = FusionHead.starting_from(self.model.decoder).to(memory_format=torch.channels_last)
+        if args.freeze_decoder:
+            self.head.decoder.requires_grad_(False)
+        self.optimizer = torch.optim.Adam([p for p in self.head.parameters() if p.requires_grad], lr=args.lr)
+        self.loss = FusionLoss(args.psnr_weight, args.ssim_weight, args.gradient_weight)
+        self.step = 0
+        self.history: list[dict] = []
+        self.sums: dict[str, float] = {}
+        self.train_seconds = 0.0
+
+    def prepare_run_dir(self) -> None:
+        if not self.args.resume:
+            if self.run_dir.exists():
+                raise EdranFusionError(f"run folder {self.run_dir} already exists; pass --resume or choose a new one")
+            self.run_dir.mkdir(parents=True)
+            self._write("config.json", json.dumps({**self.config, "steps_per_epoch": self.steps_per_epoch,
+                                                   "bf16": self.bf16}, indent=2))
+            self._write("split.json", json.dumps(self.split, indent=1))
+            return
+        path = self.run_dir / "checkpoint.pt"
+        if not path.is_file():
+            raise EdranFusionError(f"nothing to resume: {path} does not exist; start without --resume")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        changed = [key for key in RUN_DEFINING if state["config"].get(key) != self.config[key]]
+        if changed:
+            raise EdranFusionError(f"checkpoint in {self.run_dir} was made with {changed[0]}="
+                                   f"{state['config'].get(changed[0])!r}; resume with the run's own settings")
+        self.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.train_seconds = state["step"], state["train_seconds"]
+        self.history, self.sums = json.loads(state["history"]), json.loads(state["sums"])
+
+    def _write(self, name: str, text: str) -> None:
+        with atomic_output(self.run_dir / name) as temporary:
+            temporary.write_text(text + "\n")
+
+    def _save_checkpoint(self) -> None:
+        state = {"head": self.head.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                 "train_seconds": self.train_seconds, "config": self.config,
+                 "history": json.dumps(self.history), "sums": json.dumps(self.sums)}
+        with atomic_output(self.run_dir / "checkpoint.pt") as temporary:
+            torch.save(state, temporary)
+
+    def train_step(self, batch: torch.Tensor) -> dict[str, float]:
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.step, self.total_steps, self.args.lr, self.args.lr_min)
+        a, b = batch[:, 0:1], batch[:, 1:2]
+        pair = torch.cat([a, b]).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            latents = self.encoder.encode(pair.to(torch.bfloat16) if self.bf16 else pair)
+        fa, fb = latents.chunk(2)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            fused = self.head(fa, fb)
+        total, parts = self.loss(fused, a, b)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        self.step += 1
+        return parts
+
+    def _end_epoch(self, epoch: int) -> None:
+        count = max(self.sums.pop("count", 1.0), 1.0)
+        record = {"epoch": epoch + 1, "step": self.step,
+                  "lr": learning_rate(self.step - 1, self.total_steps, self.args.lr, self.args.lr_min),
+                  **{f"train_{k}": v / count for k, v in self.sums.items()},
+                  "train_seconds": round(self.train_seconds, 1)}
+        self.history.append(record)
+        self.sums = {}
+        self._write("metrics.jsonl", "\n".join(json.dumps(r) for r in self.history))
+        print(json.dumps(record), file=sys.stderr, flush=True)
+        self._save_checkpoint()
+
+    def fit(self) -> None:
+        from tqdm import tqdm
+
+        stop_at = min(self.args.max_steps or self.total_steps, self.total_steps)
+        while self.step < stop_at:
+            epoch, start = divmod(self.step, self.steps_per_epoch)
+            bar = tqdm(total=self.steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{self.args.epochs}",
+                       disable=not self.args.progress, mininterval=5, file=sys.stderr)
+            for batch in self.images.batches(self.args.seed, epoch, self.args.batch_size, start=start):
+                began = time.perf_counter()
+                parts = self.train_step(batch)
+                self.train_seconds += time.perf_counter() - began
+                for key, value in parts.items():
+                    self.sums[key] = self.sums.get(key, 0.0) + value * len(batch)
+                self.sums["count"] = self.sums.get("count", 0.0) + len(batch)
+                bar.set_postfix(loss=f"{parts['total']:.4f}", refresh=False)
+                bar.update()
+                if self.step % self.steps_per_epoch == 0:
+                    self._end_epoch(epoch)
+                elif self.step == stop_at or (self.args.checkpoint_every
+                                              and self.step % self.args.checkpoint_every == 0):
+                    self._save_checkpoint()
+                if self.step == stop_at:
+                    break
+            bar.close()
+        if self.step == self.total_steps:
+            self.save_weights(self.run_dir / "final.pt")
+
+    def save_weights(self, path: Path) -> None:
+        """The autoencoder with this head attached, as one weights file."""
+        self.model.fusion_head = self.head
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        with atomic_output(path) as temporary:
+            torch.save(state, temporary)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m EdranFusionLib.training.fusion_trainer",
+                                     description="Beyond the paper: train the learned fusion head (stage 2)")
+    parser.add_argument("--data", action="append", required=True, metavar="PAIR_FOLDER",
+                        help="pair folder <task>/{MRI,<other>}/<name>.png (repeatable; pooled)")
+    parser.add_argument("--model", required=True, help="trained autoencoder: bundled name or weights file")
+    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--val-series", default=None, help="comma-separated series never trained on")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr-min", type=float, default=1e-6)
+    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--flips", action="store_true")
+    parser.add_argument("--psnr-weight", type=float, default=1.0, help="weight of -mean PSNR / 10 dB")
+    parser.add_argument("--ssim-weight", type=float, default=1.0, help="weight of 1 - mean SSIM")
+    parser.add_argument("--gradient-weight", type=float, default=1.0, help="weight of the strongest-gradient term")
+    parser.add_argument("--freeze-decoder", action="store_true", help="train the weight map only")
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--checkpoint-every", type=int, default=50, metavar="STEPS")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop (resumable) after this many steps")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def work() -> int:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        trainer = FusionTrainer(args)
+        trainer.prepare_run_dir()
+        trainer.fit()
+        return 0
+
+    return exit_status_of(work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The learned stage-2 fusion (beyond the paper): the head, its loss, its trainer (exact resume), shipping it into
+a model file and fusing with ``strategy="learned"`` through the real fuser. Tiny synthetic data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import structural_similarity
+from test_datasets import write_pair_folder
+
+from EdranFusionLib.errors import EdranFusionError
+from EdranFusionLib.evaluation.comparison import latent_methods, learned_pixel_control
+from EdranFusionLib.fusion.learned import learned_weights
+from EdranFusionLib.fusion.pipeline import fuse_images
+from EdranFusionLib.fusion.rules import fuse_latents
+from EdranFusionLib.io.model_files import load_model, save_bundled
+from EdranFusionLib.io.weights import WEIGHTS_DIR
+from EdranFusionLib.network.fusion_head import FusionHead
+from EdranFusionLib.network.fusion_losses import FusionLoss, joint_psnr, ssim, strongest_gradient
+from EdranFusionLib.network.model import EHDRAN
+from EdranFusionLib.training import fusion_trainer, report
+
+
+def _latents(seed: int, shape=(2, 64, 12, 12)) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_a_new_head_blends_half_and_half_through_the_models_decoder() -> None:
+    model = EHDRAN().eval()
+    head = FusionHead.starting_from(model.decoder).eval()
+    fa, fb = _latents(0), _latents(1)
+    weight = head.weight_map(fa, fb)
+    assert weight.shape == (2, 1, 12, 12) and ((weight > 0) & (weight < 1)).all()
+    torch.testing.assert_close(weight, torch.full_like(weight, 0.5), atol=0.02, rtol=0)
+    with torch.no_grad():
+        expected = model.decode(fb + weight * (fa - fb))
+        torch.testing.assert_close(head(fa, fb), expected)
+        torch.testing.assert_close(head(fa, fb), model.decode(fuse_latents(fa, fb, "average")), atol=0.05, rtol=0)
+
+
+def test_ssim_and_psnr_match_the_reference_definitions() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.random((40, 40))
+    y = np.clip(x + rng.normal(0, 0.1, x.shape), 0, 1)
+    tx, ty = (torch.from_numpy(v).float()[None, None] for v in (x, y))
+    reference = structural_similarity(x, y, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                      use_sample_covariance=False)
+    assert float(ssim(tx, ty)) == pytest.approx(reference, abs=2e-4)
+    assert float(ssim(tx, tx)) == pytest.approx(1.0, abs=1e-5)
+    z = rng.random((40, 40))
+    tz = torch.from_numpy(z).float()[None, None]
+    both = (np.mean((z - x) ** 2) + np.mean((z - y) ** 2)) / 2
+    assert float(joint_psnr(tz, tx, ty)) == pytest.approx(-10 * np.log10(both), abs=1e-3)
+    assert float(joint_psnr(tx, tx, tx)) == pytest.approx(60.0)  # capped: identical crops must not dominate
+    # Copying one source is no better than the average, unlike the mean of the two PSNRs in dB.
+    assert float(joint_psnr((tx + ty) / 2, tx, ty)) > float(joint_psnr(tx, tx, ty))
+
+
+def test_strongest_gradient_takes_each_pixels_larger_source_gradient() -> None:
+    a = torch.zeros(1, 1, 8, 8)
+    a[..., :, 4:] = 1.0  # a strong vertical edge
+    b = torch.linspace(0, 0.2, 8).repeat(8, 1)[None, None]  # a weak ramp
+    gx, _ = strongest_gradient(a, b)
+    assert float(gx[0, 0, 4, 4]) == pytest.approx(4.0)  # Sobel of the unit step
+    assert float(gx[0, 0, 4, 0]) == pytest.approx(0.2 / 7 * 4, rel=1e-4)  # the ramp wins there (replicate border)
+
+
+def test_fusion_loss_prefers_the_strong_edges_of_both_sources() -> None:
+    a = torch.zeros(1, 1, 32, 32)
+    a[..., 8:24, 8:12] = 1.0
+    b = torch.zeros(1, 1, 32, 32)
+    b[..., 8:12, 8:24] = 1.0
+    loss = FusionLoss(psnr_weight=0.0, ssim_weight=0.0, gradient_weight=1.0)
+    keeps_both, _ = loss(torch.maximum(a, b), a, b)
+    halves_both, parts = loss((a + b) / 2, a, b)
+    assert float(keeps_both) < float(halves_both)
+    assert set(parts) == {"total", "psnr", "ssim", "edges"}
+
+
+@pytest.fixture(scope="module")
+def autoencoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small models folder holding one untrained autoencoder with a card, as a shipped model has."""
+    folder = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    save_bundled(EHDRAN().eval(), "tiny", "ct-mri", {"description": "test"}, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_pair_folder(tmp_path_factory.mktemp("pairs"), "CT-MRI", series=(1, 2, 3), slices=3, size=20)
+
+
+def _options(pairs: Path, models: Path, run_dir: Path, *extra: str) -> list[str]:
+    return ["--data", str(pairs), "--model", str(models / "tiny.pt"), "--run-dir", str(run_dir),
+            "--val-series", "3", "--epochs", "2", "--batch-size", "2", "--crop", "16", "--flips", "--threads", "1",
+            "--checkpoint-every", "1", "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def finished(pairs: Path, autoencoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("head-runs") / "full"
+    assert fusion_trainer.main(_options(pairs, autoencoder, run_dir)) == 0
+    return run_dir
+
+
+def test_trainer_leaves_out_the_held_out_series_and_writes_a_complete_weights_file(finished: Path) -> None:
+    split = json.loads((finished / "split.json").read_text())
+    assert split["held_out_series"] == ["3"] and len(split["train_pairs"]) == 6
+    assert not any(name.endswith(("3000", "3001", "3002")) for name in split["train_pairs"])
+    history = [json.loads(line) for line in (finished / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1, 2] and history[-1]["step"] == 6
+    model = load_model(finished / "final.pt")
+    assert isinstance(model.fusion_head, FusionHead)
+
+
+def test_an_interrupted_run_resumes_to_identical_weights(pairs: Path, autoencoder: Path, finished: Path,
+                                                         tmp_path: Path) -> None:
+    run_dir = tmp_path / "resumed"
+    assert fusion_trainer.main(_options(pairs, autoencoder, run_dir, "--max-steps", "4")) == 0
+    assert not (run_dir / "final.pt").exists()
+    assert fusion_trainer.main(_options(pairs, autoencoder, run_dir, "--resume")) == 0
+    full = torch.load(finished / "final.pt", weights_only=True)
+    resumed = torch.load(run_dir / "final.pt", weights_only=True)
+    assert full.keys() == resumed.keys()
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def test_resuming_with_other_settings_is_a_one_line_error(pairs: Path, autoencoder: Path, finished: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert fusion_trainer.main(_options(pairs, autoencoder, finished, "--resume", "--lr", "0.5")) == 2
+    assert "was made with lr=" in capsys.readouterr().err
+
+
+def test_ship_head_attaches_the_head_and_learned_fusion_runs_through_the_fuser(
+        finished: Path, autoencoder: Path, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(autoencoder, models)
+    plain = load_model(models / "tiny.pt")
+    a = np.random.default_rng(0).integers(0, 256, (24, 24)).astype(np.uint8)
+    b = np.random.default_rng(1).integers(0, 256, (24, 24)).astype(np.uint8)
+    with pytest.raises(EdranFusionError, match="strategy 'learned' needs a model trained with a fusion head"):
+        fuse_images(a, b, model=plain, strategy="learned")
+    report.ship_head(finished, "tiny", models)
+    card = json.loads((models / "tiny.json").read_text())
+    assert card["fusion_head"]["data"]["held_out_series"] == ["3"] and "caveat" in card["fusion_head"]
+    assert card["description"] == "test"  # the autoencoder's card is kept
+    model = load_model(models / "tiny.pt")  # the new sha256 in the card verifies
+    fused = fuse_images(a, b, model=model, strategy="learned", precision="fp32")
+    assert fused.shape == a.shape and fused.dtype == np.uint8
+    # The evaluation's shared-latent path gives the same image as the fuser.
+    evaluated = latent_methods(str(models / "tiny.pt"), ["learned"])[0].fuse("pair", a, b)
+    assert np.abs(evaluated.astype(int) - fused.astype(int)).max() <= 1
+
+
+def test_ship_head_refuses_a_head_trained_on_another_autoencoder(finished: Path, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    torch.manual_seed(1)
+    save_bundled(EHDRAN().eval(), "tiny", "ct-mri", {}, models)
+    with pytest.raises(EdranFusionError, match="trained on another autoencoder"):
+        report.ship_head(finished, "tiny", models)
+
+
+def test_pixel_control_applies_the_heads_own_weights_to_the_sources(finished: Path) -> None:
+    model = load_model(finished / "final.pt")
+    a = np.random.default_rng(2).integers(0, 256, (20, 20)).astype(np.uint8)
+    b = np.random.default_rng(3).integers(0, 256, (20, 20)).astype(np.uint8)
+    with torch.no_grad():
+        pair = torch.from_numpy(np.stack([a, b])[:, None] / 255.0).float()
+        weight = learned_weights(model, *model.encode(pair).chunk(2))[0, 0].double().numpy()
+    expected = np.clip(np.rint(weight * a + (1 - weight) * b), 0, 255)
+    got = learned_pixel_control(str(finished / "final.pt"))("pair", a, b)
+    assert np.abs(got.astype(int) - expected).max() <= 1
+
+
+def test_bundled_cards_name_their_fusion_head_when_they_have_one() -> None:
+    for card_file in WEIGHTS_DIR.glob("*.json"):
+        card = json.loads(card_file.read_text())
+        state = torch.load(WEIGHTS_DIR / card["file"], map_location="cpu", weights_only=True)
+        assert ("fusion_head" in card) == any(k.startswith("fusion_head.") for k in state), card_file.name
