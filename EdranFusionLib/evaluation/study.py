@@ -18,12 +18,21 @@ from pathlib import Path
 
 import numpy as np
 
+from ..choices import LEARNED_STRATEGY
 from ..errors import EdranFusionError, exit_status_of
 from ..fusion import spatial
 from ..io import images
+from ..io.weights import installed_models
 from ..training.datasets import series_of
-from .comparison import TARGET_METRICS, comparison_markdown, latent_methods, paired_comparison, pixel_rule
-from .evaluate import Method, pixel_baseline
+from .comparison import (
+    TARGET_METRICS,
+    comparison_markdown,
+    latent_methods,
+    learned_pixel_control,
+    paired_comparison,
+    pixel_rule,
+)
+from .evaluate import Fuse, Method, pixel_baseline
 from .montage import MontageRow, write_montage
 
 TASKS = {"CT-MRI": "ct-mri", "SPECT-MRI": "spect-mri", "PET-MRI": "pet-mri"}
@@ -61,6 +70,17 @@ def _score(data: Path, task: str, names: Sequence[str], methods: Sequence[Method
             shown.append(MontageRow(Path(name).stem, columns))
         print(f"{task} {name} done ({index + 1}/{len(names)})", file=sys.stderr, flush=True)
     return rows, shown
+
+
+def has_fusion_head(model: str) -> bool:
+    """Whether the installed model's card lists a learned fusion head."""
+    installed = installed_models()
+    return model in installed and "fusion_head" in installed[model].card
+
+
+def pixel_control(strategy: str, model: str) -> Fuse:
+    """The rule's pixel-domain control: the rule on pixels, or for the learned head its own weights on pixels."""
+    return learned_pixel_control(model) if strategy == LEARNED_STRATEGY else pixel_rule(strategy)
 
 
 def _set_windows(candidate: dict) -> None:
@@ -119,12 +139,15 @@ def score(data: Path, out: Path, pairs: int, montage: int = 2) -> dict:
     chosen = json.loads((out / "tune.json").read_text())["chosen"]
     _set_windows({**chosen["two-scale"], **chosen["spatial-sfnn"]})
     rules = ["spatial-sfnn", chosen["activity"]["strategy"], "two-scale"]
+    if all(has_fusion_head(model) for model in TASKS.values()):
+        rules.append(LEARNED_STRATEGY)
     sweep = [f"activity-p{p:g}" for p in P_SWEEP]
     rows, montages = [], {}
     for task, model in TASKS.items():
         latent = latent_methods(model, ["sfnn-max", *rules, *[s for s in sweep if s not in rules]])
         # p = 0 on pixels is the pixel average itself, scored once as a baseline.
-        pixel = [Method(f"pixel-{s}", pixel_rule(s)) for s in [*rules[1:], *[s for s in sweep[1:] if s not in rules]]]
+        pixel = [Method(f"pixel-{s}", pixel_control(s, model))
+                 for s in [*rules[1:], *[s for s in sweep[1:] if s not in rules]]]
         baselines = [Method(f"pixel-{k}", pixel_baseline(k)) for k in ("average", "max")]
         task_rows, shown = _score(data, task, task_pairs(data, task, True, pairs), latent + pixel + baselines,
                                   montage)
@@ -155,7 +178,8 @@ def stroke_montage(out: Path, rules: Sequence[str], model: str = "general") -> P
     for name in ("T2.nii.gz", "FLAIR.nii.gz"):
         data = sitk.GetArrayFromImage(read_volume(folder / name))
         stacks.append(np.rint(window_for(data, name).normalise(data) * 255).astype(np.uint8))
-    methods = latent_methods(model, ["sfnn-max", *rules]) + [Method(f"pixel-{r}", pixel_rule(r)) for r in rules[1:]]
+    methods = latent_methods(model, ["sfnn-max", *rules]) + [Method(f"pixel-{r}", pixel_control(r, model))
+                                                            for r in rules[1:]]
     rows = []
     for index in (len(stacks[0]) // 2, int(len(stacks[0]) * 0.62)):
         a, b = stacks[0][index], stacks[1][index]
@@ -206,7 +230,9 @@ def tradeoff_figure(rows: list[dict], rules: Sequence[str], path: Path) -> None:
             axis.plot([mean(n, "Qabf") for n in names], [mean(n, "PSNR") for n in names], style, label=label)
             for p, n in zip(P_SWEEP, names):
                 axis.annotate(f"{p:g}", (mean(n, "Qabf"), mean(n, "PSNR")), fontsize=7)
-        for method in ("sfnn-max", "spatial-sfnn", "two-scale", "pixel-two-scale", "pixel-average", "pixel-max"):
+        points = ["sfnn-max", *[r for r in rules if r != rules[1]], "pixel-two-scale", "pixel-average", "pixel-max"]
+        points += [f"pixel-{LEARNED_STRATEGY}"] if LEARNED_STRATEGY in rules else []
+        for method in points:
             axis.plot(mean(method, "Qabf"), mean(method, "PSNR"), "^", label=method)
         axis.set(title=task, xlabel="Qabf", ylabel="PSNR (dB)")
         axis.grid(alpha=0.3)

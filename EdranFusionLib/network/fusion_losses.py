@@ -3,7 +3,9 @@ sources at once.
 
 - intensity: PSNR of F against both sources together, 10 log10(1 / mean of MSE(F, A) and MSE(F, B)), as a
   loss in units of 10 dB. Not the mean of the two PSNRs in dB: that rewards copying one source (F = A is
-  infinitely close to A), which a first trial learned to do within a few epochs; this one peaks at the average;
+  infinitely close to A), which a first trial learned to do within a few epochs; this one peaks at the average.
+  With ``intensity_target="max"`` it is the PSNR of F against the element-wise maximum of the sources instead
+  (the intensity term of common unsupervised fusion networks: bright structures of either source kept);
 - structure: 1 - the mean over the two sources of SSIM(F, source) (11x11 Gaussian window, sigma 1.5);
 - edges: L1 distance of F's Sobel gradient to the stronger of the two sources' gradients at each pixel,
   relative to that gradient's mean magnitude.
@@ -21,6 +23,7 @@ from torch.nn import functional as F
 
 from .losses import sobel
 
+INTENSITY_TARGETS = ("average", "max")
 _SSIM_WINDOW = 11
 _SSIM_SIGMA = 1.5
 _C1, _C2 = 0.01**2, 0.03**2  # data range 1
@@ -62,15 +65,23 @@ def strongest_gradient(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, 
 class FusionLoss(nn.Module):
     """Total loss and its parts for a fused batch and its two sources (all [B,1,H,W] in [0,1])."""
 
-    def __init__(self, psnr_weight: float = 1.0, ssim_weight: float = 1.0, gradient_weight: float = 1.0) -> None:
+    def __init__(self, psnr_weight: float = 1.0, ssim_weight: float = 1.0, gradient_weight: float = 1.0,
+                 intensity_target: str = "average") -> None:
         super().__init__()
+        if intensity_target not in INTENSITY_TARGETS:
+            raise ValueError(f"intensity target must be one of {INTENSITY_TARGETS}, not {intensity_target!r}")
+        self.intensity_target = intensity_target
         self.psnr_weight = psnr_weight
         self.ssim_weight = ssim_weight
         self.gradient_weight = gradient_weight
 
     def forward(self, fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         fused, a, b = fused.float(), a.float(), b.float()
-        intensity = joint_psnr(fused, a, b).mean()
+        if self.intensity_target == "max":
+            brightest = torch.maximum(a, b)
+            intensity = joint_psnr(fused, brightest, brightest).mean()
+        else:
+            intensity = joint_psnr(fused, a, b).mean()
         mean_ssim = ((ssim(fused, a) + ssim(fused, b)) / 2).mean()
         want_x, want_y = strongest_gradient(a, b)
         got_x, got_y = sobel(fused)

@@ -28,13 +28,13 @@ from ..io.images import common_names
 from ..io.model_files import load_model
 from ..network.devices import cpu_has_fast_bf16
 from ..network.fusion_head import FusionHead
-from ..network.fusion_losses import FusionLoss
+from ..network.fusion_losses import INTENSITY_TARGETS, FusionLoss
 from ..network.model import fold_for_inference
 from .datasets import Sample, TrainingImages, load_gray, series_of
 from .trainer import learning_rate
 
 RUN_DEFINING = ("data", "model", "epochs", "batch_size", "lr", "lr_min", "crop", "flips", "psnr_weight",
-                "ssim_weight", "gradient_weight", "freeze_decoder", "val_series", "seed")
+                "ssim_weight", "gradient_weight", "intensity_target", "freeze_decoder", "val_series", "seed")
 
 
 def training_pairs(folders: list[Path], held_out: set[str]) -> tuple[list[Sample], dict]:
@@ -83,7 +83,7 @@ class FusionTrainer:
         if args.freeze_decoder:
             self.head.decoder.requires_grad_(False)
         self.optimizer = torch.optim.Adam([p for p in self.head.parameters() if p.requires_grad], lr=args.lr)
-        self.loss = FusionLoss(args.psnr_weight, args.ssim_weight, args.gradient_weight)
+        self.loss = FusionLoss(args.psnr_weight, args.ssim_weight, args.gradient_weight, args.intensity_target)
         self.step = 0
         self.history: list[dict] = []
         self.sums: dict[str, float] = {}
@@ -205,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--psnr-weight", type=float, default=1.0, help="weight of -mean PSNR / 10 dB")
     parser.add_argument("--ssim-weight", type=float, default=1.0, help="weight of 1 - mean SSIM")
     parser.add_argument("--gradient-weight", type=float, default=1.0, help="weight of the strongest-gradient term")
+    parser.add_argument("--intensity-target", default="average", choices=INTENSITY_TARGETS,
+                        help="what the PSNR term pulls toward: both sources (peaks at their average) or their maximum")
     parser.add_argument("--freeze-decoder", action="store_true", help="train the weight map only")
     parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
     parser.add_argument("--seed", type=int, default=0)

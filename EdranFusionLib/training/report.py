@@ -212,7 +212,9 @@ def fusion_head_card(run_dir: Path) -> dict:
                      "wall_hours": _wall_hours(run_dir)},
         "loss": {"psnr_weight": config["psnr_weight"], "ssim_weight": config["ssim_weight"],
                  "gradient_weight": config["gradient_weight"],
-                 "definition": "psnr_weight * -(PSNR of the mean MSE to both sources)/10 dB + ssim_weight * (1 - mean SSIM to "
+                 "intensity_target": config.get("intensity_target", "average"),
+                 "definition": "psnr_weight * -(PSNR of the mean MSE to both sources, or to their maximum: "
+                               "intensity_target)/10 dB + ssim_weight * (1 - mean SSIM to "
                                "both) + gradient_weight * L1(Sobel(F) - the stronger source gradient) / its mean"},
         "final_train_loss": {k.removeprefix("train_"): round(v, 4) for k, v in history[-1].items()
                              if k.startswith("train_") and k != "train_seconds"},
