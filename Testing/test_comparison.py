@@ -40,3 +40,20 @@ def test_pixel_rules_match_the_pixel_baselines_and_keep_colour():
             assert ours.shape == theirs.shape and np.abs(ours.astype(int) - theirs).max() <= 1
     high = pixel_rule("activity-p8")("x", gray, gray[::-1].copy())
     assert np.abs(high.astype(int) - np.maximum(gray, gray[::-1])).mean() < 3
+
+
+def test_target_summary_counts_metrics_beating_both_pixel_baselines_per_task() -> None:
+    from EdranFusionLib.evaluation.study import TASKS, beats_both_baselines, target_summary
+
+    rows = []
+    for task in TASKS:
+        for pair in ("p1", "p2"):
+            base = {"PSNR": 15.0, "SSIM": 0.70, "FMI_edge": 0.85, "FSIM": 0.80, "Qabf": 0.50}
+            rows.append({"task": task, "pair": pair, "method": "pixel-average", **base})
+            rows.append({"task": task, "pair": pair, "method": "pixel-max", **base, "Qabf": 0.60})
+            # Better than both on PSNR and SSIM, between them on Qabf, worse on FSIM, equal on FMI_edge.
+            rows.append({"task": task, "pair": pair, "method": "learned", **base, "PSNR": 15.5, "SSIM": 0.72,
+                         "FSIM": 0.79, "Qabf": 0.55})
+    assert beats_both_baselines([r for r in rows if r["task"] == "CT-MRI"], "learned") == ["PSNR", "SSIM"]
+    table = "\n".join(target_summary(rows, ["learned"]))
+    assert "| learned | 2 (PSNR, SSIM) | 2 (PSNR, SSIM) | 2 (PSNR, SSIM) |" in table

@@ -69,6 +69,24 @@ def learned_pixel_control(model: str) -> Fuse:
     return fuse
 
 
+def pixel_head(weights_file: str) -> Fuse:
+    """A weight network trained on the source images themselves (``fusion_trainer --on-pixels``): the learned
+    head's pixel-domain control, the same architecture and loss without the encoder."""
+    import torch
+
+    from ..network.fusion_head import FusionHead
+
+    head = FusionHead(1, decoder=False).eval()
+    head.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
+
+    @torch.inference_mode()
+    def fuse(_name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ya, yb = (torch.from_numpy(gray_levels(x) / 255.0).float()[None, None] for x in (a, b))
+        return _as_output(head(ya, yb)[0, 0].double().numpy() * 255, a, b)
+
+    return fuse
+
+
 def latent_methods(model: str, strategies: Sequence[str], labels: Sequence[str] | None = None) -> list[Method]:
     """One method per strategy on ``model``; the pair's latents are computed once and shared (fp32)."""
     import torch

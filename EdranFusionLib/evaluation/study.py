@@ -30,6 +30,7 @@ from .comparison import (
     latent_methods,
     learned_pixel_control,
     paired_comparison,
+    pixel_head,
     pixel_rule,
 )
 from .evaluate import Fuse, Method, pixel_baseline
@@ -39,6 +40,7 @@ TASKS = {"CT-MRI": "ct-mri", "SPECT-MRI": "spect-mri", "PET-MRI": "pet-mri"}
 VAL_SERIES = {"CT-MRI": {"2", "34"}, "SPECT-MRI": {"4", "25", "36"}, "PET-MRI": {"25"}}
 P_SWEEP = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
 REFERENCES = ("pixel-average", "pixel-max", "sfnn-max")
+PIXEL_HEAD = "pixel-head"
 
 
 def task_pairs(data: Path, task: str, validation: bool, count: int) -> list[str]:
@@ -105,13 +107,7 @@ def _candidate_methods(model: str) -> tuple[list[Method], dict[str, dict]]:
 
 
 def _worst_task_wins(rows: list[dict], label: str) -> tuple[int, int, float]:
-    per_task = []
-    for task in TASKS:
-        task_rows = [r for r in rows if r["task"] == task]
-        beaten = [m for m in TARGET_METRICS
-                  if all(paired_comparison(task_rows, label, ref, [m])[m]["mean_diff"] > 0
-                         for ref in ("pixel-average", "pixel-max"))]
-        per_task.append(len(beaten))
+    per_task = [len(beats_both_baselines([r for r in rows if r["task"] == task], label)) for task in TASKS]
     qabf = float(np.mean([r["Qabf"] for r in rows if r["method"] == label]))
     return min(per_task), sum(per_task), qabf
 
@@ -134,8 +130,11 @@ def tune(data: Path, out: Path, pairs: int) -> dict:
     return result
 
 
-def score(data: Path, out: Path, pairs: int, montage: int = 2) -> dict:
-    """The validation series, scored once with the tuned rules; writes score.json, comparison.md, figures."""
+def score(data: Path, out: Path, pairs: int, montage: int = 2, pixel_heads: Path | None = None) -> dict:
+    """The validation series, scored once with the tuned rules; writes score.json, comparison.md, figures.
+
+    ``pixel_heads``: a folder of ``<task model>.pt`` weight networks trained on pixels (``fusion_trainer
+    --on-pixels``), scored as ``pixel-head``: the learned head's control trained without the encoder."""
     chosen = json.loads((out / "tune.json").read_text())["chosen"]
     _set_windows({**chosen["two-scale"], **chosen["spatial-sfnn"]})
     rules = ["spatial-sfnn", chosen["activity"]["strategy"], "two-scale"]
@@ -149,6 +148,8 @@ def score(data: Path, out: Path, pairs: int, montage: int = 2) -> dict:
         pixel = [Method(f"pixel-{s}", pixel_control(s, model))
                  for s in [*rules[1:], *[s for s in sweep[1:] if s not in rules]]]
         baselines = [Method(f"pixel-{k}", pixel_baseline(k)) for k in ("average", "max")]
+        if pixel_heads is not None and LEARNED_STRATEGY in rules:
+            baselines.append(Method(PIXEL_HEAD, pixel_head(str(pixel_heads / f"{model}.pt"))))
         task_rows, shown = _score(data, task, task_pairs(data, task, True, pairs), latent + pixel + baselines,
                                   montage)
         rows += task_rows
@@ -190,9 +191,29 @@ def stroke_montage(out: Path, rules: Sequence[str], model: str = "general") -> P
     return path
 
 
+def beats_both_baselines(task_rows: list[dict], method: str) -> list[str]:
+    """Target metrics on which ``method``'s mean beats both pixel average and pixel max."""
+    return [m for m in TARGET_METRICS
+            if all(paired_comparison(task_rows, method, ref, [m])[m]["mean_diff"] > 0
+                   for ref in ("pixel-average", "pixel-max"))]
+
+
+def target_summary(rows: list[dict], methods: Sequence[str]) -> list[str]:
+    """Markdown lines: per method and task, the target metrics on which it beats both pixel baselines."""
+    lines = ["## Target: metrics beating both pixel average and pixel max", "",
+             "| method | " + " | ".join(TASKS) + " |", "|---|" + "---|" * len(TASKS)]
+    for method in methods:
+        cells = []
+        for task in TASKS:
+            beaten = beats_both_baselines([r for r in rows if r["task"] == task], method)
+            cells.append(f"{len(beaten)} ({', '.join(beaten) or '-'})")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def write_tables(out: Path, rows: list[dict], rules: Sequence[str]) -> None:
-    """comparison.md: per task, mean of every method and the paired comparisons of the rules."""
-    lines = []
+    """comparison.md: the target summary, then per task the mean of every method and the paired comparisons."""
+    lines = target_summary(rows, ["sfnn-max", *rules])
     for task in TASKS:
         task_rows = [r for r in rows if r["task"] == task]
         methods = list(dict.fromkeys(r["method"] for r in task_rows))
@@ -205,8 +226,11 @@ def write_tables(out: Path, rows: list[dict], rules: Sequence[str]) -> None:
         lines += ["", "Paired: wins/pairs, mean difference [bootstrap 95% interval]", ""]
         shown = [*rules, *[f"pixel-{r}" for r in rules[1:]]]
         # Each rule against its own pixel-domain control (spatial-sfnn's is the pixel average, in REFERENCES).
-        controls = "\n".join(line for rule in rules[1:]
-                             for line in comparison_markdown(task_rows, [rule], [f"pixel-{rule}"]).splitlines()[2:])
+        pairs_of_controls = [(rule, f"pixel-{rule}") for rule in rules[1:]]
+        if any(r["method"] == PIXEL_HEAD for r in task_rows):
+            pairs_of_controls.append((LEARNED_STRATEGY, PIXEL_HEAD))
+        controls = "\n".join(line for rule, control in pairs_of_controls
+                             for line in comparison_markdown(task_rows, [rule], [control]).splitlines()[2:])
         lines += [comparison_markdown(task_rows, shown, REFERENCES).rstrip(), controls, ""]
     (out / "comparison.md").write_text("\n".join(lines) + "\n")
 
@@ -249,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--pairs", type=int, default=4, help="pairs per task")
     parser.add_argument("--montage", type=int, default=2, help="validation pairs per task in the montages")
+    parser.add_argument("--pixel-heads", type=Path, default=None,
+                        help="score: folder of <task model>.pt weight networks trained on pixels (the learned "
+                             "head's trained control)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     import torch
@@ -259,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.phase == "tune":
             print(json.dumps(tune(args.data, args.out, args.pairs)["chosen"], indent=1))
         else:
-            score(args.data, args.out, args.pairs, args.montage)
+            score(args.data, args.out, args.pairs, args.montage, args.pixel_heads)
             print((args.out / "comparison.md").read_text())
         return 0
 

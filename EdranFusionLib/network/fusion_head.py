@@ -22,14 +22,14 @@ class FusionHead(nn.Module):
     """Weights W_a in (0, 1) per pixel from both latents (1x1 reduction, two dilated 3x3 convs, sigmoid);
     fused latent W_a f_a + (1 - W_a) f_b; image from the head's own decoder."""
 
-    def __init__(self, channels: int = LATENT_CHANNELS, hidden: int = HIDDEN_CHANNELS) -> None:
+    def __init__(self, channels: int = LATENT_CHANNELS, hidden: int = HIDDEN_CHANNELS, decoder: bool = True) -> None:
         super().__init__()
         self.weights = nn.Sequential(
             nn.Conv2d(2 * channels, hidden, 1), nn.LeakyReLU(_LEAK),
             nn.Conv2d(hidden, hidden, 3, padding=2, dilation=2), nn.LeakyReLU(_LEAK),
             nn.Conv2d(hidden, 1, 3, padding=1),
         )
-        self.decoder = Decoder(channels)
+        self.decoder = Decoder(channels) if decoder else nn.Identity()
 
     def weight_map(self, fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
         """W_a [B, 1, H, W] in (0, 1), float32."""
@@ -41,10 +41,16 @@ class FusionHead(nn.Module):
         return self.decoder(fb + weight * (fa - fb))
 
     @classmethod
-    def starting_from(cls, decoder: Decoder) -> FusionHead:
-        """A new head whose decoder starts as ``decoder`` and whose weights start near one half everywhere."""
-        head = cls(decoder.layers[0].in_channels)
-        head.decoder.load_state_dict(decoder.state_dict())
+    def starting_from(cls, decoder: Decoder | None) -> FusionHead:
+        """A new head whose decoder starts as ``decoder`` and whose weights start near one half everywhere.
+
+        ``decoder=None`` builds the pixel-domain control: the same weight network on the two source images
+        (one channel each), blending the pixels themselves, with no encoder and no decoder."""
+        if decoder is None:
+            head = cls(1, decoder=False)
+        else:
+            head = cls(decoder.layers[0].in_channels)
+            head.decoder.load_state_dict(decoder.state_dict())
         with torch.no_grad():
             last = head.weights[-1]
             last.weight.mul_(0.01)

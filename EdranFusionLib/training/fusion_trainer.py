@@ -34,7 +34,8 @@ from .datasets import Sample, TrainingImages, load_gray, series_of
 from .trainer import learning_rate
 
 RUN_DEFINING = ("data", "model", "epochs", "batch_size", "lr", "lr_min", "crop", "flips", "psnr_weight",
-                "ssim_weight", "gradient_weight", "intensity_target", "freeze_decoder", "val_series", "seed")
+                "ssim_weight", "gradient_weight", "intensity_target", "freeze_decoder", "on_pixels", "val_series",
+                "seed")
 
 
 def training_pairs(folders: list[Path], held_out: set[str]) -> tuple[list[Sample], dict]:
@@ -79,8 +80,9 @@ class FusionTrainer:
         self.encoder = fold_for_inference(self.model).to(memory_format=torch.channels_last)
         if self.bf16:
             self.encoder.to(torch.bfloat16)
-        self.head = FusionHead.starting_from(self.model.decoder).to(memory_format=torch.channels_last)
-        if args.freeze_decoder:
+        self.head = FusionHead.starting_from(None if args.on_pixels else self.model.decoder)
+        self.head.to(memory_format=torch.channels_last)
+        if args.freeze_decoder and not args.on_pixels:
             self.head.decoder.requires_grad_(False)
         self.optimizer = torch.optim.Adam([p for p in self.head.parameters() if p.requires_grad], lr=args.lr)
         self.loss = FusionLoss(args.psnr_weight, args.ssim_weight, args.gradient_weight, args.intensity_target)
@@ -127,9 +129,11 @@ class FusionTrainer:
             group["lr"] = learning_rate(self.step, self.total_steps, self.args.lr, self.args.lr_min)
         a, b = batch[:, 0:1], batch[:, 1:2]
         pair = torch.cat([a, b]).contiguous(memory_format=torch.channels_last)
-        with torch.no_grad():
-            latents = self.encoder.encode(pair.to(torch.bfloat16) if self.bf16 else pair)
-        fa, fb = latents.chunk(2)
+        if self.args.on_pixels:
+            fa, fb = a, b
+        else:
+            with torch.no_grad():
+                fa, fb = self.encoder.encode(pair.to(torch.bfloat16) if self.bf16 else pair).chunk(2)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             fused = self.head(fa, fb)
         total, parts = self.loss(fused, a, b)
@@ -180,9 +184,11 @@ class FusionTrainer:
             self.save_weights(self.run_dir / "final.pt")
 
     def save_weights(self, path: Path) -> None:
-        """The autoencoder with this head attached, as one weights file."""
-        self.model.fusion_head = self.head
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        """The autoencoder with this head attached, as one weights file (the pixel control: the head alone)."""
+        if not self.args.on_pixels:
+            self.model.fusion_head = self.head
+        network = self.head if self.args.on_pixels else self.model
+        state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
         with atomic_output(path) as temporary:
             torch.save(state, temporary)
 
@@ -208,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--intensity-target", default="average", choices=INTENSITY_TARGETS,
                         help="what the PSNR term pulls toward: both sources (peaks at their average) or their maximum")
     parser.add_argument("--freeze-decoder", action="store_true", help="train the weight map only")
+    parser.add_argument("--on-pixels", action="store_true",
+                        help="the pixel-domain control: the same weight network on the source images, no encoder")
     parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
