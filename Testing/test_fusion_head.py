@@ -184,3 +184,15 @@ def test_bundled_cards_name_their_fusion_head_when_they_have_one() -> None:
         card = json.loads(card_file.read_text())
         state = torch.load(WEIGHTS_DIR / card["file"], map_location="cpu", weights_only=True)
         assert ("fusion_head" in card) == any(k.startswith("fusion_head.") for k in state), card_file.name
+
+
+def test_strategy_benchmark_times_the_learned_head_of_a_model_that_has_one(finished: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from EdranFusionLib.benchmarks.strategies import print_strategies, strategy_timings
+
+    results = strategy_timings(load_model(finished / "final.pt"), "fp32", repeats=1)
+    learned = results["strategies"]["learned"]
+    assert learned["rule_seconds"] is None and learned["seconds_per_pair"] > 0
+    print_strategies(results)
+    assert "learned" in capsys.readouterr().out
+    assert "learned" not in strategy_timings(EHDRAN().eval(), "fp32", repeats=1)["strategies"]

@@ -29,7 +29,7 @@ def strategy_timings(base: EHDRAN, precision: str = "auto", repeats: int = 3) ->
     learned = (LEARNED_STRATEGY,) if model.fusion_head is not None else ()
     for strategy in (*LATENT_RULES, "activity-p0.5", *learned):  # p0.5: one member of the open activity family
         rule = (median_seconds(lambda s=strategy: fuse_latents(latent_a, latent_b, s), repeats)
-                if strategy != LEARNED_STRATEGY else float("nan"))
+                if strategy != LEARNED_STRATEGY else None)  # the head has no separate rule step
         decode = median_seconds(lambda s=strategy: decode_fused(model, latent_a, latent_b, s), repeats)
         rows[strategy] = {"rule_seconds": rule, "seconds_per_pair": encode + decode}
     reference = rows["sfnn-max"]["seconds_per_pair"]
@@ -42,6 +42,7 @@ def print_strategies(results: dict) -> None:
           f"{results['encode_seconds'] * 1000:.0f} ms shared)")
     reference = results["strategies"]["sfnn-max"]["seconds_per_pair"]
     for name, row in results["strategies"].items():
-        print(f"  {name:16s} rule {row['rule_seconds'] * 1000:8.1f} ms  pair {row['seconds_per_pair'] * 1000:8.1f} ms"
+        rule = "       -" if row["rule_seconds"] is None else f"{row['rule_seconds'] * 1000:8.1f}"
+        print(f"  {name:16s} rule {rule} ms  pair {row['seconds_per_pair'] * 1000:8.1f} ms"
               f"  x{row['seconds_per_pair'] / reference:4.2f} of sfnn-max")
     print(f"  default ({results['default']}) is x{results['default_vs_sfnn_max']:.2f} the time of sfnn-max")
