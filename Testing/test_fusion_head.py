@@ -12,6 +12,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 from test_datasets import write_pair_folder
+from test_training import assert_identical, weights_of
 
 from EdranFusionLib.errors import EdranFusionError
 from EdranFusionLib.evaluation.comparison import latent_methods, learned_pixel_control
@@ -125,10 +126,7 @@ def test_an_interrupted_run_resumes_to_identical_weights(pairs: Path, autoencode
     assert fusion_trainer.main(_options(pairs, autoencoder, run_dir, "--max-steps", "4")) == 0
     assert not (run_dir / "final.pt").exists()
     assert fusion_trainer.main(_options(pairs, autoencoder, run_dir, "--resume")) == 0
-    full = torch.load(finished / "final.pt", weights_only=True)
-    resumed = torch.load(run_dir / "final.pt", weights_only=True)
-    assert full.keys() == resumed.keys()
-    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    assert_identical(weights_of(finished / "final.pt"), weights_of(run_dir / "final.pt"))
 
 
 def test_resuming_with_other_settings_is_a_one_line_error(pairs: Path, autoencoder: Path, finished: Path,

@@ -35,6 +35,13 @@ def _as_output(fused_y: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(fused_y), 0, 255).astype(np.uint8) if colour is None else recolour(fused_y, colour)
 
 
+def _pair_batch(a: np.ndarray, b: np.ndarray):
+    """Both sources' luminance as one float32 [2, 1, H, W] batch in [0, 1] (the encoder's input)."""
+    import torch
+
+    return torch.from_numpy(np.stack([gray_levels(a), gray_levels(b)])[:, None] / 255.0).float()
+
+
 def pixel_rule(strategy: str) -> Fuse:
     """``strategy`` on the sources' luminance scaled to [0, 1], as a 1-channel "latent" (no network)."""
     import torch
@@ -61,7 +68,7 @@ def learned_pixel_control(model: str) -> Fuse:
 
     @torch.inference_mode()
     def fuse(_name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        pair = torch.from_numpy(np.stack([gray_levels(a), gray_levels(b)])[:, None] / 255.0).float()
+        pair = _pair_batch(a, b)
         weight = learned_weights(network, *network.encode(pair).chunk(2))[0, 0].double().numpy()
         ya, yb = (gray_levels(x).astype(np.float64) for x in (a, b))
         return _as_output(weight * ya + (1 - weight) * yb, a, b)
@@ -103,7 +110,7 @@ def latent_methods(model: str, strategies: Sequence[str], labels: Sequence[str] 
         def fuse(name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
             if name not in cache:
                 cache.clear()
-                pair = torch.from_numpy(np.stack([gray_levels(a), gray_levels(b)])[:, None] / 255.0).float()
+                pair = _pair_batch(a, b)
                 cache[name] = network.encode(pair).chunk(2)
             fused = decode_fused(network, *cache[name], strategy).clamp(0, 1)
             return _as_output(fused[0, 0].double().numpy() * 255, a, b)

@@ -14,12 +14,12 @@ from ..errors import EdranFusionError
 from .rules import fuse_latents
 
 
-def fusion_head_of(model: nn.Module, name: str = "this model") -> nn.Module:
+def fusion_head_of(model: nn.Module) -> nn.Module:
     """The model's learned fusion head; a user error naming what to do when it has none."""
     head = getattr(model, "fusion_head", None)
     if head is None:
         raise EdranFusionError(
-            f"strategy '{LEARNED_STRATEGY}' needs a model trained with a fusion head and {name} has none; "
+            f"strategy '{LEARNED_STRATEGY}' needs a model trained with a fusion head and this model has none; "
             "choose a bundled model or another strategy (e.g. --strategy sfnn-max)"
         )
     return head

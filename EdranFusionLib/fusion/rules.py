@@ -49,7 +49,7 @@ def fuse_latents(fa: torch.Tensor, fb: torch.Tensor, strategy: str = DEFAULT_STR
         return fused
     elif strategy == LEARNED_STRATEGY:
         raise EdranFusionError(f"strategy '{strategy}' needs the model's fusion head; fuse through the fuser or "
-                               "fusion.learned.fuse_learned")
+                               "fusion.learned.decode_fused")
     else:
         raise EdranFusionError(f"unknown strategy '{strategy}'; choose one of {', '.join(LATENT_RULES)}")
     return (wa * fa.float() + (1 - wa) * fb.float()).to(fa.dtype)

@@ -12,9 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .model import LATENT_CHANNELS, Decoder
+from .model import _LEAK, LATENT_CHANNELS, Decoder
 
-_LEAK = 0.2
 HIDDEN_CHANNELS = 32
 
 

@@ -77,8 +77,8 @@ class FusionTrainer:
             raise EdranFusionError(f"{len(pairs)} training pairs are fewer than one batch; lower --batch-size")
         self.total_steps = self.steps_per_epoch * args.epochs
         self.model = load_model(args.model).requires_grad_(False)
-        self.encoder = fold_for_inference(self.model).to(memory_format=torch.channels_last)
-        if self.bf16:
+        self.encoder = None if args.on_pixels else fold_for_inference(self.model).to(memory_format=torch.channels_last)
+        if self.encoder is not None and self.bf16:
             self.encoder.to(torch.bfloat16)
         self.head = FusionHead.starting_from(None if args.on_pixels else self.model.decoder)
         self.head.to(memory_format=torch.channels_last)
@@ -129,7 +129,7 @@ class FusionTrainer:
             group["lr"] = learning_rate(self.step, self.total_steps, self.args.lr, self.args.lr_min)
         a, b = batch[:, 0:1], batch[:, 1:2]
         pair = torch.cat([a, b]).contiguous(memory_format=torch.channels_last)
-        if self.args.on_pixels:
+        if self.encoder is None:  # the pixel-domain control
             fa, fb = a, b
         else:
             with torch.no_grad():
