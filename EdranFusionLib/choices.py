@@ -14,7 +14,9 @@ SPATIAL_STRATEGIES = ("spatial-sfnn", "two-scale")
 LATENT_RULES = PAPER_STRATEGIES + SPATIAL_STRATEGIES
 # Beyond the paper: the learned stage-2 head stored in the model's weights file (network/fusion_head.py).
 LEARNED_STRATEGY = "learned"
-STRATEGY_NAMES = LATENT_RULES + (LEARNED_STRATEGY,)
+# Beyond the paper: the latents weigh, the sources' own pyramids are fused (fusion/guided.py).
+GUIDED_STRATEGY = "guided-pyramid"
+STRATEGY_NAMES = LATENT_RULES + (GUIDED_STRATEGY, LEARNED_STRATEGY)
 DEFAULT_STRATEGY = "sfnn-max"
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")

@@ -1,16 +1,17 @@
 """Time per 256x256 pair of every fusion strategy: the shared encode of both images plus each rule + decode.
 
 The encoder's work does not depend on the rule, so it is timed once and every strategy's figure is
-encode + (rule + decode); ratios against the paper's sfnn-max are within one run.
+encode + (rule + decode), the guided pyramid's encode + pyramid; ratios against the paper's sfnn-max are
+within one run.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..choices import DEFAULT_STRATEGY, LATENT_RULES, LEARNED_STRATEGY
-from ..fusion.learned import decode_fused
+from ..choices import DEFAULT_STRATEGY, GUIDED_STRATEGY, LATENT_RULES, LEARNED_STRATEGY
 from ..fusion.rules import fuse_latents
+from ..fusion.strategies import decode_fused
 from ..network.devices import resolve_precision
 from ..network.model import EHDRAN, fold_for_inference
 from .speed import SIZE, median_seconds
@@ -27,10 +28,12 @@ def strategy_timings(base: EHDRAN, precision: str = "auto", repeats: int = 3) ->
     latent_a, latent_b = model.encode(pair).chunk(2)
     rows = {}
     learned = (LEARNED_STRATEGY,) if model.fusion_head is not None else ()
-    for strategy in (*LATENT_RULES, "activity-p0.5", *learned):  # p0.5: one member of the open activity family
+    sources = pair.float().chunk(2)
+    # p0.5: one member of the open activity family
+    for strategy in (*LATENT_RULES, "activity-p0.5", GUIDED_STRATEGY, *learned):
         rule = (median_seconds(lambda s=strategy: fuse_latents(latent_a, latent_b, s), repeats)
-                if strategy != LEARNED_STRATEGY else None)  # the head has no separate rule step
-        decode = median_seconds(lambda s=strategy: decode_fused(model, latent_a, latent_b, s), repeats)
+                if strategy in LATENT_RULES or strategy.startswith("activity-") else None)  # no separate rule step
+        decode = median_seconds(lambda s=strategy: decode_fused(model, latent_a, latent_b, s, sources), repeats)
         rows[strategy] = {"rule_seconds": rule, "seconds_per_pair": encode + decode}
     reference = rows["sfnn-max"]["seconds_per_pair"]
     return {"precision": str(dtype).replace("torch.", ""), "encode_seconds": encode, "strategies": rows,

@@ -43,14 +43,18 @@ def _pair_batch(a: np.ndarray, b: np.ndarray):
 
 
 def pixel_rule(strategy: str) -> Fuse:
-    """``strategy`` on the sources' luminance scaled to [0, 1], as a 1-channel "latent" (no network)."""
+    """``strategy`` on the sources' luminance scaled to [0, 1], as a 1-channel "latent" (no network); the guided
+    pyramid then weighs by the intensities alone."""
     import torch
 
+    from ..choices import GUIDED_STRATEGY
+    from ..fusion.guided import fuse_guided
     from ..fusion.rules import fuse_latents
 
     def fuse(_name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         ya, yb = (torch.from_numpy(gray_levels(x) / 255.0).float()[None, None] for x in (a, b))
-        return _as_output(fuse_latents(ya, yb, strategy)[0, 0].double().numpy() * 255, a, b)
+        fused = fuse_guided(ya, yb, ya, yb) if strategy == GUIDED_STRATEGY else fuse_latents(ya, yb, strategy)
+        return _as_output(fused[0, 0].double().numpy() * 255, a, b)
 
     return fuse
 
@@ -98,12 +102,12 @@ def latent_methods(model: str, strategies: Sequence[str], labels: Sequence[str] 
     """One method per strategy on ``model``; the pair's latents are computed once and shared (fp32)."""
     import torch
 
-    from ..fusion.learned import decode_fused
     from ..fusion.pipeline import as_model
+    from ..fusion.strategies import decode_fused
     from ..network.model import fold_for_inference
 
     network = fold_for_inference(as_model(model)).eval()
-    cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    cache: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def method(strategy: str) -> Fuse:
         @torch.inference_mode()
@@ -111,8 +115,9 @@ def latent_methods(model: str, strategies: Sequence[str], labels: Sequence[str] 
             if name not in cache:
                 cache.clear()
                 pair = _pair_batch(a, b)
-                cache[name] = network.encode(pair).chunk(2)
-            fused = decode_fused(network, *cache[name], strategy).clamp(0, 1)
+                cache[name] = (*network.encode(pair).chunk(2), pair)
+            latent_a, latent_b, pair = cache[name]
+            fused = decode_fused(network, latent_a, latent_b, strategy, pair.chunk(2)).clamp(0, 1)
             return _as_output(fused[0, 0].double().numpy() * 255, a, b)
 
         return fuse

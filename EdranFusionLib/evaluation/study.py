@@ -1,11 +1,11 @@
 """The spatial-rule study (beyond the paper): tune on training series, score the validation series once.
 
-``tune``: a small grid of hyper-parameters (activity exponent p, two-scale windows, spatial-SFNN window) on
-pairs of the TRAINING series of every task; the choice is the candidate beating both pixel average and pixel
-max on the most target metrics in its worst task. ``score``: the chosen rules, their pixel-domain controls, the
-p sweep for the PSNR-Qabf figure, the paper's sfnn-max and the pixel baselines on the VALIDATION series, with
-paired wins and bootstrap intervals, montages and the trade-off figure. Run as
-``python -m EdranFusionLib.evaluation.study tune|score --data HARVARD --out FOLDER``.
+``tune``: a small grid of hyper-parameters (activity exponent p, two-scale windows, spatial-SFNN window, the guided
+pyramid's P, window and levels) on pairs of the TRAINING series of every task; the choice is the candidate beating
+both pixel average and pixel max on the most target metrics in its worst task. ``score``: the chosen rules, their
+pixel-domain controls, the p sweep for the PSNR-Qabf figure, the paper's sfnn-max and the pixel baselines on the
+VALIDATION series, with paired wins and bootstrap intervals, montages and the trade-off figure. Run as ``python -m
+EdranFusionLib.evaluation.study tune|score --data HARVARD --out FOLDER``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..choices import LEARNED_STRATEGY
+from ..choices import GUIDED_STRATEGY, LEARNED_STRATEGY
 from ..errors import EdranFusionError, exit_status_of
-from ..fusion import spatial
+from ..fusion import guided, spatial
 from ..io import images
 from ..io.weights import installed_models
 from ..training.datasets import series_of
@@ -89,6 +89,9 @@ def _set_windows(candidate: dict) -> None:
     spatial.SPATIAL_SFNN_WINDOW = candidate.get("spatial_window", spatial.SPATIAL_SFNN_WINDOW)
     spatial.TWO_SCALE_BASE_WINDOW = candidate.get("base_window", spatial.TWO_SCALE_BASE_WINDOW)
     spatial.TWO_SCALE_ENERGY_WINDOW = candidate.get("energy_window", spatial.TWO_SCALE_ENERGY_WINDOW)
+    guided.GUIDED_WINDOW = candidate.get("guided_window", guided.GUIDED_WINDOW)
+    guided.GUIDED_POWER = candidate.get("guided_power", guided.GUIDED_POWER)
+    guided.GUIDED_LEVELS = candidate.get("guided_levels", guided.GUIDED_LEVELS)
 
 
 def _candidate_methods(model: str) -> tuple[list[Method], dict[str, dict]]:
@@ -96,6 +99,9 @@ def _candidate_methods(model: str) -> tuple[list[Method], dict[str, dict]]:
     candidates |= {f"two-scale-b{w}": {"strategy": "two-scale", "base_window": w, "energy_window": 7}
                    for w in (7, 15, 31)}
     candidates |= {f"spatial-sfnn-w{w}": {"strategy": "spatial-sfnn", "spatial_window": w} for w in (3, 7, 15)}
+    candidates |= {f"guided-pyramid-p{p:g}w{w}n{n}": {"strategy": GUIDED_STRATEGY, "guided_power": p,
+                                                     "guided_window": w, "guided_levels": n}
+                   for p in (0.5, 1.0, 2.0) for w in (7, 31) for n in (1, 2, 3)}
     shared = latent_methods(model, [c["strategy"] for c in candidates.values()], list(candidates))
     methods = []
     for method, candidate in zip(shared, candidates.values()):
@@ -121,7 +127,7 @@ def tune(data: Path, out: Path, pairs: int) -> dict:
         rows += _score(data, task, task_pairs(data, task, False, pairs), methods + baselines)[0]
     scores = {label: _worst_task_wins(rows, label) for label in candidates}
     chosen = {}
-    for family in ("activity", "two-scale", "spatial-sfnn"):
+    for family in ("activity", "two-scale", "spatial-sfnn", GUIDED_STRATEGY):
         best = max((label for label in scores if label.startswith(family)), key=lambda label: scores[label])
         chosen[family] = {"label": best, **candidates[best]}
     result = {"pairs_per_task": pairs, "scores": scores, "chosen": chosen, "rows": rows}
@@ -136,8 +142,8 @@ def score(data: Path, out: Path, pairs: int, montage: int = 2, pixel_heads: Path
     ``pixel_heads``: a folder of ``<task model>.pt`` weight networks trained on pixels (``fusion_trainer
     --on-pixels``), scored as ``pixel-head``: the learned head's control trained without the encoder."""
     chosen = json.loads((out / "tune.json").read_text())["chosen"]
-    _set_windows({**chosen["two-scale"], **chosen["spatial-sfnn"]})
-    rules = ["spatial-sfnn", chosen["activity"]["strategy"], "two-scale"]
+    _set_windows({**chosen["two-scale"], **chosen["spatial-sfnn"], **chosen[GUIDED_STRATEGY]})
+    rules = ["spatial-sfnn", chosen["activity"]["strategy"], "two-scale", GUIDED_STRATEGY]
     if all(has_fusion_head(model) for model in TASKS.values()):
         rules.append(LEARNED_STRATEGY)
     sweep = [f"activity-p{p:g}" for p in P_SWEEP]

@@ -23,7 +23,8 @@ from ..network.devices import resolve_device, resolve_precision, worker_pool
 from ..network.host_memory import available_memory_bytes
 from ..network.model import EHDRAN, LATENT_CHANNELS, fold_for_inference
 from .intensity import NormalisedStack
-from .learned import decode_fused, fusion_head_of
+from .learned import fusion_head_of
+from .strategies import decode_fused
 
 MIN_SIZE = 8
 MAX_AUTO_BATCH = 8
@@ -149,10 +150,12 @@ class _Runner:
     @torch.inference_mode()
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         device = self.plan.device
-        pair = torch.from_numpy(np.concatenate([a, b])[:, None]).to(device, self.model.shallow.weight.dtype)
+        images = torch.from_numpy(np.concatenate([a, b])[:, None]).to(device, torch.float32)
+        pair = images.to(self.model.shallow.weight.dtype)
         with torch.autocast(device.type, dtype=self.plan.dtype, enabled=self.autocast):
             latent_a, latent_b = self.model.encode(pair.contiguous(memory_format=torch.channels_last)).chunk(2)
-            fused = decode_fused(self.model, latent_a, latent_b, self.plan.strategy)
+            # The guided pyramid keeps the sources' own pixels, so it gets them in float32, not the run's dtype.
+            fused = decode_fused(self.model, latent_a, latent_b, self.plan.strategy, images.chunk(2))
         return fused.float().clamp_(0.0, 1.0)[:, 0].cpu().numpy()
 
 

@@ -11,7 +11,6 @@ from torch import nn
 
 from ..choices import LEARNED_STRATEGY
 from ..errors import EdranFusionError
-from .rules import fuse_latents
 
 
 def fusion_head_of(model: nn.Module) -> nn.Module:
@@ -23,14 +22,6 @@ def fusion_head_of(model: nn.Module) -> nn.Module:
             "choose a bundled model or another strategy (e.g. --strategy sfnn-max)"
         )
     return head
-
-
-def decode_fused(model: nn.Module, fa: torch.Tensor, fb: torch.Tensor, strategy: str) -> torch.Tensor:
-    """The fused image [B, 1, H, W] (unclamped) of two latent batches by any strategy: the learned head, or a
-    rule of rules.py followed by the model's decoder."""
-    if strategy == LEARNED_STRATEGY:
-        return fusion_head_of(model)(fa, fb)
-    return model.decode(fuse_latents(fa, fb, strategy))
 
 
 def learned_weights(model: nn.Module, fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:

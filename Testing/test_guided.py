@@ -1,0 +1,94 @@
+"""The network-guided pyramid (beyond the paper): exact pyramids, source pixels kept, weights from both inputs."""
+
+import numpy as np
+import pytest
+import torch
+
+from EdranFusionLib.errors import EdranFusionError
+from EdranFusionLib.evaluation.comparison import latent_methods, pixel_rule
+from EdranFusionLib.fusion.fuser import fuse_stacks
+from EdranFusionLib.fusion.guided import (
+    collapse,
+    fuse_guided,
+    guided_weights,
+    laplacian_pyramid,
+    pyramid_blend,
+)
+from EdranFusionLib.fusion.rules import fuse_latents
+from EdranFusionLib.fusion.strategies import decode_fused
+
+GUIDED = "guided-pyramid"
+
+
+def _images(seed: int, shape=(2, 1, 37, 50)) -> torch.Tensor:
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("levels", [0, 1, 3, 6])
+@pytest.mark.parametrize("shape", [(1, 1, 37, 50), (2, 1, 16, 16), (1, 1, 1, 9)])
+def test_pyramid_collapses_back_exactly(levels, shape):
+    x = _images(levels, shape)
+    pyramid = laplacian_pyramid(x, levels)
+    assert len(pyramid) == levels + 1
+    torch.testing.assert_close(collapse(pyramid), x, atol=1e-6, rtol=0)
+
+
+def test_identical_sources_come_back_unchanged():
+    y = _images(1)
+    torch.testing.assert_close(pyramid_blend(y, y.clone(), torch.full_like(y, 0.3)), y, atol=1e-6, rtol=0)
+
+
+def test_an_empty_source_leaves_the_other_unchanged():
+    y, empty = _images(2), torch.zeros(2, 1, 37, 50)
+    f = torch.rand(2, 8, 37, 50)
+    weight = guided_weights(torch.zeros_like(f), f, empty, y)
+    assert weight.max() == 0  # no activity: no weight
+    torch.testing.assert_close(fuse_guided(torch.zeros_like(f), f, empty, y), y, atol=1e-6, rtol=0)
+
+
+def test_weights_are_symmetric_and_follow_the_latents():
+    ya, yb = _images(3).chunk(2)
+    fa, fb = torch.rand(1, 8, 37, 50), torch.rand(1, 8, 37, 50)
+    w = guided_weights(fa, fb, ya, yb)
+    torch.testing.assert_close(guided_weights(fb, fa, yb, ya), 1 - w)
+    assert w.shape == (1, 1, 37, 50) and w.dtype == torch.float32
+    louder = guided_weights(4 * fa, fb, ya, yb)  # the same sources, a stronger latent for A
+    assert (louder >= w - 1e-6).all() and louder.mean() > w.mean()
+
+
+def test_details_come_from_the_source_with_the_stronger_edge():
+    flat = torch.full((1, 1, 32, 32), 0.5)
+    edge = flat.clone()
+    edge[..., 16:] = 0.9
+    fused = pyramid_blend(flat, edge, torch.full_like(flat, 0.5), levels=3)
+    # Across the edge the step keeps nearly its full 0.4 although its source is blended at one half (0.2).
+    assert fused[..., 8, 16] - fused[..., 8, 15] > 0.35
+
+
+def test_is_not_a_rule_on_latents_alone(model):
+    f = torch.rand(1, 128, 8, 8)
+    with pytest.raises(EdranFusionError, match="not a rule on latents alone"):
+        fuse_latents(f, f, GUIDED)
+    with pytest.raises(EdranFusionError, match="needs the source images"):
+        decode_fused(model, f, f, GUIDED)
+
+
+def test_fuser_keeps_source_pixels_in_float32(model):
+    a = np.random.default_rng(0).random((3, 24, 36), dtype=np.float32)
+    fused = fuse_stacks(a, a.copy(), model, strategy=GUIDED, precision="bf16", batch_size=2)
+    np.testing.assert_allclose(fused, a, atol=1e-5)  # bf16 latents weigh; the pixels are not rounded to bf16
+
+
+def test_fuser_and_evaluation_agree_and_the_control_weighs_by_intensity(model_path):
+    rng = np.random.default_rng(1)
+    a, b = (rng.integers(0, 256, (40, 48), dtype=np.uint8) for _ in range(2))
+    from EdranFusionLib.fusion.pipeline import as_model
+
+    network = as_model(str(model_path))
+    fused = fuse_stacks(a[None] / 255.0, b[None] / 255.0, network, strategy=GUIDED, precision="fp32")[0]
+    evaluated = latent_methods(str(model_path), [GUIDED])[0].fuse("x", a, b)
+    assert np.abs(np.rint(np.clip(fused, 0, 1) * 255) - evaluated).max() <= 1
+    ya, yb = (torch.from_numpy(x / 255.0).float()[None, None] for x in (a, b))
+    control = pyramid_blend(ya, yb, guided_weights(ya, yb, ya, yb))[0, 0].clamp(0, 1).numpy() * 255
+    np.testing.assert_array_equal(pixel_rule(GUIDED)("x", a, b), np.rint(control).astype(np.uint8))
+    assert not np.array_equal(evaluated, pixel_rule(GUIDED)("x", a, b))
