@@ -25,6 +25,7 @@ from EdranFusionLib.evaluation.metrics import (
     fmi,
     fsim,
     fusion_metrics,
+    joint_psnr,
     mutual_information,
     psnr,
     qabf,
@@ -303,12 +304,23 @@ def test_qabf_closed_forms():
     assert qabf(_noisy(image, 25), image, image) < ceiling
 
 
+def test_joint_psnr_does_not_reward_copying_one_source():
+    a, b = _phantom(), _phantom(96, 12)
+    mse = np.mean((a.astype(float) - b) ** 2)
+    copy, average = joint_psnr(a, b, a), joint_psnr(a, b, (a.astype(float) + b) / 2)
+    assert copy == pytest.approx(10 * math.log10(255**2 / (mse / 2)))  # finite, where psnr(a, a) is inf
+    assert average == pytest.approx(10 * math.log10(255**2 / (mse / 4)))  # the best blend: 3 dB above a copy
+    for weight in (0.0, 0.3, 0.7, 1.0):
+        assert joint_psnr(a, b, weight * a.astype(float) + (1 - weight) * b) <= average + 1e-9
+    assert joint_psnr(a, a, a) == math.inf
+
+
 # -- fusion_metrics -----------------------------------------------------------------------------------------------
 def test_fusion_metrics_of_perfect_fusion():
     image = _phantom()
     values = fusion_metrics(image, image, image)
     assert list(values) == list(METRICS)
-    assert values["PSNR"] == math.inf
+    assert values["PSNR"] == values["PSNR_joint"] == math.inf
     for name in ("SSIM", "FMI_pixel", "FMI_edge", "FSIM"):
         assert values[name] == pytest.approx(1.0, abs=1e-12), name
     assert values["VIF"] == pytest.approx(2.0)

@@ -29,7 +29,7 @@ from .metrics import METRICS, fusion_metrics
 from .montage import MontageRow, write_montage
 
 Fuse = Callable[[str, np.ndarray, np.ndarray], np.ndarray]
-_TWO_DECIMALS = {"PSNR", "SD", "SF"}
+_TWO_DECIMALS = {"PSNR", "SD", "SF", "PSNR_joint"}
 _REPORT_MARKER = "metrics.json"
 
 

@@ -2,7 +2,7 @@
 
 :func:`fusion_metrics` scores a fused image against its two sources with every metric. Following the paper,
 two-source metrics are the mean over the sources, M = (M(A, F) + M(B, F)) / 2, except MI and VIF, which are
-reported as sums like the fusion literature does, and Qabf, defined on both sources at once. EN, SD and SF look
+reported as sums like the fusion literature does, and Qabf and PSNR_joint, defined on both sources at once. EN, SD and SF look
 at the fused image alone. Each metric's definition, range and reference is in its function's docstring.
 """
 
@@ -17,7 +17,7 @@ from .fsim import fsim, fsim_features, fsim_from_features
 from .information import fmi, fmi_features, fmi_from_features, mutual_information, sobel_edge_map
 from .no_reference import entropy, spatial_frequency, standard_deviation
 from .qabf import qabf
-from .similarity import psnr, ssim, vif
+from .similarity import joint_psnr, psnr, ssim, vif
 
 __all__ = [
     "METRICS",
@@ -25,6 +25,7 @@ __all__ = [
     "fmi",
     "fsim",
     "fusion_metrics",
+    "joint_psnr",
     "mutual_information",
     "psnr",
     "qabf",
@@ -57,6 +58,7 @@ METRICS: dict[str, MetricInfo] = {
     "VIF": MetricInfo("pixel-domain visual information fidelity, 4 scales", "sum of A, B"),
     "SD": MetricInfo("standard deviation of intensities", "fused only"),
     "SF": MetricInfo("spatial frequency", "fused only"),
+    "PSNR_joint": MetricInfo("PSNR of the mean of the two MSEs, dB (copying one source is not inf)", "both sources"),
 }
 
 
@@ -71,6 +73,7 @@ def fusion_metrics(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict[str,
     fsim_f, fsim_a, fsim_b = fsim_features(f), fsim_features(x), fsim_features(y)
     values = {
         "PSNR": (psnr(x, f) + psnr(y, f)) / 2,
+        "PSNR_joint": joint_psnr(x, y, f),
         "SSIM": (ssim(x, f) + ssim(y, f)) / 2,
     }
     for feature in ("pixel", "edge"):

@@ -1,4 +1,5 @@
-"""Full-reference similarity of the fused image to one source: PSNR, SSIM, VIF (0..255 scale)."""
+"""Full-reference similarity of the fused image to one source: PSNR, SSIM, VIF (0..255 scale), and PSNR
+against both sources at once."""
 
 from __future__ import annotations
 
@@ -24,6 +25,18 @@ def psnr(reference: np.ndarray, test: np.ndarray) -> float:
     x, y = gray(reference), gray(test)
     same_shape(x, y)
     mse = float(np.mean((x - y) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(DATA_RANGE**2 / mse))
+
+
+def joint_psnr(a: np.ndarray, b: np.ndarray, fused: np.ndarray) -> float:
+    """PSNR of the mean of the two MSEs: 10 log10(255^2 / ((MSE(A, F) + MSE(B, F)) / 2)).
+
+    The usual fusion PSNR, the mean of PSNR(A, F) and PSNR(B, F) in dB, rewards copying one source (F = A
+    scores inf); this one is finite unless A = B = F and is highest for the pixel average.
+    """
+    x, y, f = gray(a), gray(b), gray(fused)
+    same_shape(x, y, f)
+    mse = (float(np.mean((x - f) ** 2)) + float(np.mean((y - f) ** 2))) / 2
     return float("inf") if mse == 0 else float(10 * np.log10(DATA_RANGE**2 / mse))
 
 
