@@ -3,7 +3,8 @@
 :func:`fusion_metrics` scores a fused image against its two sources with every metric. Following the paper,
 two-source metrics are the mean over the sources, M = (M(A, F) + M(B, F)) / 2, except MI and VIF, which are
 reported as sums like the fusion literature does, and Qabf and PSNR_joint, defined on both sources at once.
-EN, SD and SF look at the fused image alone. Each metric's definition, range and reference is in its function's docstring.
+EN, SD and SF look at the fused image alone. Each metric's definition, range and reference is in its
+function's docstring.
 """
 
 from __future__ import annotations
