@@ -41,6 +41,8 @@ VAL_SERIES = {"CT-MRI": {"2", "34"}, "SPECT-MRI": {"4", "25", "36"}, "PET-MRI": 
 P_SWEEP = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
 REFERENCES = ("pixel-average", "pixel-max", "sfnn-max")
 PIXEL_HEAD = "pixel-head"
+# Mean tables also show PSNR_joint (not a target metric): the target's PSNR rewards leaning toward one source.
+MEAN_COLUMNS = (*TARGET_METRICS, "PSNR_joint")
 
 
 def task_pairs(data: Path, task: str, validation: bool, count: int) -> list[str]:
@@ -57,6 +59,7 @@ def task_pairs(data: Path, task: str, validation: bool, count: int) -> list[str]
 def _score(data: Path, task: str, names: Sequence[str], methods: Sequence[Method], montage: int = 0
            ) -> tuple[list[dict], list[MontageRow]]:
     from .comparison import target_metrics
+    from .metrics import joint_psnr
 
     rows, shown = [], []
     other = task.split("-", maxsplit=1)[0]
@@ -66,7 +69,8 @@ def _score(data: Path, task: str, names: Sequence[str], methods: Sequence[Method
         columns = [("MRI", a), (other, b)]
         for method in methods:
             fused = method.fuse(name, a, b)
-            rows.append({"task": task, "pair": name, "method": method.label, **target_metrics(fused, a, b)})
+            rows.append({"task": task, "pair": name, "method": method.label, **target_metrics(fused, a, b),
+                         "PSNR_joint": joint_psnr(a, b, fused)})
             columns.append((method.label, fused))
         if index < montage:
             shown.append(MontageRow(Path(name).stem, columns))
@@ -224,11 +228,11 @@ def write_tables(out: Path, rows: list[dict], rules: Sequence[str]) -> None:
         task_rows = [r for r in rows if r["task"] == task]
         methods = list(dict.fromkeys(r["method"] for r in task_rows))
         lines += [f"## {task} ({len({r['pair'] for r in task_rows})} validation pairs)", "",
-                  "| method | " + " | ".join(TARGET_METRICS) + " |", "|---|" + "---:|" * len(TARGET_METRICS)]
+                  "| method | " + " | ".join(MEAN_COLUMNS) + " |", "|---|" + "---:|" * len(MEAN_COLUMNS)]
         for method in methods:
-            means = [np.mean([r[m] for r in task_rows if r["method"] == method]) for m in TARGET_METRICS]
-            lines.append(f"| {method} | " + " | ".join(f"{v:.{2 if m == 'PSNR' else 3}f}"
-                                                        for m, v in zip(TARGET_METRICS, means)) + " |")
+            means = [np.mean([r[m] for r in task_rows if r["method"] == method]) for m in MEAN_COLUMNS]
+            lines.append(f"| {method} | " + " | ".join(f"{v:.{2 if m.startswith('PSNR') else 3}f}"
+                                                        for m, v in zip(MEAN_COLUMNS, means)) + " |")
         lines += ["", "Paired: wins/pairs, mean difference [bootstrap 95% interval]", ""]
         shown = [*rules, *[f"pixel-{r}" for r in rules[1:]]]
         # Each rule against its own pixel-domain control (spatial-sfnn's is the pixel average, in REFERENCES).
