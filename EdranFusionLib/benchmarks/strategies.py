@@ -32,7 +32,7 @@ def strategy_timings(base: EHDRAN, precision: str = "auto", repeats: int = 3) ->
     # p0.5: one member of the open activity family
     for strategy in (*LATENT_RULES, "activity-p0.5", GUIDED_STRATEGY, *learned):
         rule = (median_seconds(lambda s=strategy: fuse_latents(latent_a, latent_b, s), repeats)
-                if strategy in LATENT_RULES or strategy.startswith("activity-") else None)  # no separate rule step
+                if strategy not in (GUIDED_STRATEGY, LEARNED_STRATEGY) else None)  # no separate rule step
         decode = median_seconds(lambda s=strategy: decode_fused(model, latent_a, latent_b, s, sources), repeats)
         rows[strategy] = {"rule_seconds": rule, "seconds_per_pair": encode + decode}
     reference = rows["sfnn-max"]["seconds_per_pair"]

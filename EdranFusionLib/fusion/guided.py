@@ -62,7 +62,9 @@ def pyramid_blend(ya: torch.Tensor, yb: torch.Tensor, weight_a: torch.Tensor,
                   levels: int = GUIDED_LEVELS) -> torch.Tensor:
     """The coarse level blended by ``weight_a``, each finer level the larger-magnitude source coefficient."""
     bands_a, bands_b = laplacian_pyramid(ya.float(), levels), laplacian_pyramid(yb.float(), levels)
-    base = laplacian_pyramid(weight_a * ya.float() + (1 - weight_a) * yb.float(), levels)[-1]
+    base = weight_a * ya.float() + (1 - weight_a) * yb.float()
+    for _ in range(levels):  # the blend's coarse residual: its pyramid's detail bands are not needed
+        base = _down(base)
     details = [torch.where(a.abs() >= b.abs(), a, b) for a, b in zip(bands_a[:-1], bands_b[:-1])]
     return collapse([*details, base])
 

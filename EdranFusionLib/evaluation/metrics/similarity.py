@@ -24,7 +24,10 @@ def psnr(reference: np.ndarray, test: np.ndarray) -> float:
     """
     x, y = gray(reference), gray(test)
     same_shape(x, y)
-    mse = float(np.mean((x - y) ** 2))
+    return _psnr_of_mse(float(np.mean((x - y) ** 2)))
+
+
+def _psnr_of_mse(mse: float) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(DATA_RANGE**2 / mse))
 
 
@@ -36,8 +39,7 @@ def joint_psnr(a: np.ndarray, b: np.ndarray, fused: np.ndarray) -> float:
     """
     x, y, f = gray(a), gray(b), gray(fused)
     same_shape(x, y, f)
-    mse = (float(np.mean((x - f) ** 2)) + float(np.mean((y - f) ** 2))) / 2
-    return float("inf") if mse == 0 else float(10 * np.log10(DATA_RANGE**2 / mse))
+    return _psnr_of_mse((float(np.mean((x - f) ** 2)) + float(np.mean((y - f) ** 2))) / 2)
 
 
 def ssim(reference: np.ndarray, test: np.ndarray) -> float:
