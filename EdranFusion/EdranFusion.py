@@ -221,7 +221,8 @@ class EdranFusionParameterNode:
     model - a bundled model name, or WEIGHTS_FILE_CHOICE to use weightsFile.
     weightsFile - path of a weights file; "" when none was chosen (bound in code: the path widget's own
         binding would show an empty path as ".").
-    strategy, device - as in EdranFusionLib (fusion rule; auto/cpu/cuda/mps).
+    strategy, device - as in EdranFusionLib (fusion rule; auto/cpu/cuda/mps). strategy "" (a fresh scene) becomes
+        the model's default, and choosing another model selects that model's default.
     batchSize - slices per network call; 0 means automatic.
     resampleB - resample B onto A's grid when the grids differ (otherwise that is an error).
     """
@@ -231,7 +232,7 @@ class EdranFusionParameterNode:
     outputVolume: Optional[VolumeNode]
     model: str = "general"
     weightsFile: str = ""
-    strategy: str = "sfnn-max"
+    strategy: str = ""
     device: str = "auto"
     batchSize: Annotated[int, WithinRange(0, 256)] = 0
     resampleB: bool = False
@@ -310,6 +311,8 @@ class EdranFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         """Observe the module's parameter node; preselect the first two volumes to save clicks."""
         self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.strategy:
+            self._pickDefaultStrategy()
         volumes = [
             node for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
             if node.GetClassName() in ("vtkMRMLScalarVolumeNode", "vtkMRMLVectorVolumeNode")
@@ -365,13 +368,24 @@ class EdranFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _storeChoices(self) -> None:
         if self._parameterNode is None or self._updatingChoices:
             return
+        modelBefore = self._parameterNode.model
         for parameter, combo in self._choiceCombos().items():
             if combo.currentText and combo.currentText != getattr(self._parameterNode, parameter):
                 setattr(self._parameterNode, parameter, combo.currentText)
+        if self._parameterNode.model != modelBefore:
+            self._pickDefaultStrategy()
+
+    def _pickDefaultStrategy(self) -> None:
+        """The chosen model's own default strategy (its card's; the paper's sfnn-max for a file without one)."""
+        node = self._parameterNode
+        chosen = node.weightsFile if node.model == WEIGHTS_FILE_CHOICE else node.model
+        node.strategy = self.logic.defaultStrategy(chosen)
 
     def _storeWeightsFile(self, path: str) -> None:
         if self._parameterNode is not None and not self._updatingChoices:
             self._parameterNode.weightsFile = path.strip()
+            if self._parameterNode.model == WEIGHTS_FILE_CHOICE:
+                self._pickDefaultStrategy()
 
     # --- state shown in the panel ----------------------------------------------------------------------
 
@@ -451,7 +465,7 @@ class EdranFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             self._fusion = self.logic.startProcess(
                 parameters.inputVolumeA, parameters.inputVolumeB, parameters.outputVolume,
-                model=model, strategy=parameters.strategy, device=parameters.device,
+                model=model, strategy=parameters.strategy or None, device=parameters.device,
                 batch_size=parameters.batchSize or None, resample=parameters.resampleB,
             )
         except Exception as error:  # bad input found before anything started (EdranFusionError)
@@ -572,6 +586,13 @@ class EdranFusionLogic(ScriptedLoadableModuleLogic):
         return {"model": list(bundled_models()), "strategy": list(STRATEGY_NAMES), "device": list(DEVICE_CHOICES)}
 
     @staticmethod
+    def defaultStrategy(model: str) -> str:
+        """The strategy ``model`` (a bundled name or a weights file) fuses with by default (torch-free)."""
+        from EdranFusionLib.io.weights import default_strategy_of
+
+        return default_strategy_of(model)
+
+    @staticmethod
     def describeDevice(device: str) -> str:
         """Where ``device`` (auto/cpu/cuda/mps) runs here, e.g. "cuda (NVIDIA RTX A4000)", or why it cannot.
 
@@ -650,9 +671,9 @@ class EdranFusionLogic(ScriptedLoadableModuleLogic):
 
         Blocking, for the Python console and scripts (the panel uses :meth:`startProcess`). ``model`` is a
         bundled model name or a weights file and ``strategy`` a fusion rule (None: the library's defaults,
-        "general" and "sfnn-max"). ``progress(fraction)`` is called after every batch of slices; ``cancel()``
-        returning True stops the run with FusionCancelled. A failed or cancelled run leaves the scene exactly
-        as it was.
+        "general" and that model's own default strategy). ``progress(fraction)`` is called after every batch of
+        slices; ``cancel()`` returning True stops the run with FusionCancelled. A failed or cancelled run leaves
+        the scene exactly as it was.
         """
         self._requireDependencies()
         from EdranFusionLib.slicer_bridge import NodeFusion

@@ -105,7 +105,7 @@ def test_fresh_scene_parameter_node_has_the_defaults_and_no_volumes():
     parameters = module.EdranFusionLogic().getParameterNode()
     assert (parameters.inputVolumeA, parameters.inputVolumeB, parameters.outputVolume) == (None, None, None)
     assert (parameters.model, parameters.weightsFile, parameters.strategy, parameters.device) == (
-        "general", "", "sfnn-max", "auto")
+        "general", "", "", "auto")  # strategy "": the panel selects the model's own default
     assert (parameters.batchSize, parameters.resampleB) == (0, False)
 
 
@@ -289,6 +289,24 @@ def test_panel_opens_with_an_empty_weights_field_and_says_what_is_missing(panel)
     assert not panel.ui.applyButton.enabled and panel.ui.applyButton.toolTip == "Select volumes A and B"
     assert panel.ui.modelComboBox.currentText == "general"
     assert not panel.ui.dependencyLabel.visible and not panel.ui.installButton.visible  # all installed here
+
+
+def test_panel_selects_each_models_own_default_strategy(panel, tmp_path):
+    from EdranFusionLib.io.model_files import save_bundled
+    from EdranFusionLib.io.weights import default_strategy_of
+
+    general = default_strategy_of("general")
+    assert panel._parameterNode.strategy == panel.ui.strategyComboBox.currentText == general
+    panel.ui.modelComboBox.setCurrentText("ct-mri")
+    assert panel._parameterNode.strategy == panel.ui.strategyComboBox.currentText == default_strategy_of("ct-mri")
+    panel.ui.strategyComboBox.setCurrentText("fer")  # the user's own choice is kept while the model stays
+    assert panel._parameterNode.strategy == "fer"
+    carded = save_bundled(EHDRAN().eval(), "carded", "ct-mri", {"default_strategy": "average"}, tmp_path)
+    panel.ui.modelComboBox.setCurrentText(module.WEIGHTS_FILE_CHOICE)
+    panel.ui.weightsPathLineEdit.currentPath = str(carded)
+    assert panel._parameterNode.strategy == panel.ui.strategyComboBox.currentText == "average"
+    panel.ui.modelComboBox.setCurrentText("general")
+    assert panel._parameterNode.strategy == general
 
 
 def test_panel_weights_file_choice_needs_an_existing_file(panel, model_file):

@@ -159,6 +159,20 @@ def test_missing_fused_image_and_foreign_out_folder(pair_folders, tmp_path, caps
     assert (precious / "notes.txt").read_text() == "keep me"
 
 
+def test_an_unwritable_report_folder_is_refused_before_any_pair_is_scored(pair_folders, tmp_path, capsys,
+                                                                          monkeypatch):
+    from EdranFusionLib.evaluation import evaluate as evaluation
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("pairs were scored before the output folder was checked")
+
+    monkeypatch.setattr(evaluation, "evaluate", never)
+    a_dir, b_dir = pair_folders
+    missing = tmp_path / "no-such-folder" / "report"
+    assert main(["evaluate", str(a_dir), str(b_dir), "--baselines", "--out", str(missing), "--quiet"]) == 2
+    assert f"output folder {missing.parent} does not exist" in capsys.readouterr().err
+
+
 def test_summary_and_markdown_table():
     image = blob_image((64, 64), 1)
     perfect = fusion_metrics(image, image, image)

@@ -165,11 +165,11 @@ def test_parameter_bound_widgets_match_the_parameter_node(ui, module_tree):
 
 def test_parameter_defaults_are_the_library_defaults(module_tree):
     pytest.importorskip("torch")
-    from EdranFusionLib.choices import DEFAULT_MODEL, DEFAULT_STRATEGY, DEVICE_CHOICES, KNOWN_MODELS
+    from EdranFusionLib.choices import DEFAULT_MODEL, DEVICE_CHOICES, KNOWN_MODELS
 
     defaults = _parameter_defaults(module_tree)
     assert defaults["model"] == DEFAULT_MODEL
-    assert defaults["strategy"] == DEFAULT_STRATEGY
+    assert defaults["strategy"] == ""  # the panel then selects the model's own default (its card's)
     assert defaults["device"] == DEVICE_CHOICES[0] == "auto"
     assert defaults["batchSize"] == 0 and defaults["resampleB"] is False
     weights_choice = next(

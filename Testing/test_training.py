@@ -236,6 +236,24 @@ def test_shipping_a_run_writes_weights_card_and_curves(finished_run: Path, tmp_p
     assert_identical(load_model(path).state_dict(), load_model(finished_run / "best.pt").state_dict())
 
 
+def test_promoting_a_candidate_bundles_the_same_weights_under_the_new_name(finished_run: Path, tmp_path: Path) -> None:
+    from EdranFusionLib.errors import EdranFusionError
+    from EdranFusionLib.training.report import promote, ship
+
+    ship(finished_run, "tiny-v2", "ct-mri", "a candidate", directory=tmp_path / "candidates")
+    path = promote(tmp_path / "candidates" / "tiny-v2.json", "tiny", "promoted", directory=tmp_path / "weights",
+                   figures=tmp_path / "figures")
+    card, candidate = (json.loads(f.read_text()) for f in (path.with_suffix(".json"),
+                                                            tmp_path / "candidates" / "tiny-v2.json"))
+    assert (card["name"], card["file"], card["description"], card["promoted_from"]) == ("tiny", "tiny.pt", "promoted",
+                                                                                          "tiny-v2")
+    assert card["validation"] == candidate["validation"]
+    assert card["curves"] == str(tmp_path / "figures" / "curves_tiny.png") and Path(card["curves"]).is_file()
+    assert_identical(load_model(path).state_dict(), load_model(tmp_path / "candidates" / "tiny-v2.pt").state_dict())
+    with pytest.raises(EdranFusionError, match="no candidate card"):
+        promote(tmp_path / "nothing.json", "tiny", "", directory=tmp_path, figures=tmp_path)
+
+
 def test_shipping_without_a_directory_goes_to_the_user_models_folder(finished_run: Path) -> None:
     from EdranFusionLib.io.user_data import user_models_dir
     from EdranFusionLib.io.weights import installed_models

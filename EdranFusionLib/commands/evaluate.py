@@ -10,8 +10,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ..choices import DEFAULT_STRATEGY, DEVICE_CHOICES, PRECISION_CHOICES, STRATEGY_NAMES, is_strategy
+from ..choices import DEVICE_CHOICES, PRECISION_CHOICES, STRATEGY_NAMES, is_strategy
 from ..errors import EdranFusionError
+from ..io.weights import default_strategy_of
 from ..requirements import import_optional
 from .progress import progress_bar
 
@@ -23,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bundled model or weights file to fuse with (repeatable, e.g. ablation models)")
     parser.add_argument("--strategy", default=None,
                         help=f"comma-separated fusion strategies for each model ({', '.join(STRATEGY_NAMES)}); "
-                             f"default {DEFAULT_STRATEGY}")
+                             "default: each model's own (`edranfusion models`)")
     parser.add_argument("--baselines", action="store_true",
                         help="also score the element-wise average and max of the source images (no network)")
     parser.add_argument("--fused", action="append", default=[], metavar="[LABEL=]DIR",
@@ -54,7 +55,7 @@ def methods_from_args(args: argparse.Namespace) -> list:
     import_optional("scipy", "eval")
     from ..evaluation.evaluate import Method, folder_method, model_method, pixel_baseline
 
-    strategies = [s.strip() for s in (args.strategy or DEFAULT_STRATEGY).split(",") if s.strip()]
+    strategies = [s.strip() for s in (args.strategy or "").split(",") if s.strip()]
     unknown = [s for s in strategies if not is_strategy(s)]
     if unknown:
         raise EdranFusionError(f"unknown strategy '{unknown[0]}'; choose from {', '.join(STRATEGY_NAMES)}")
@@ -64,7 +65,7 @@ def methods_from_args(args: argparse.Namespace) -> list:
     for text in args.model:
         label, model = _labelled(text, os.path.exists)
         label = label or (Path(model).stem if os.path.exists(model) else model)
-        for strategy in strategies:
+        for strategy in strategies or [default_strategy_of(model)]:
             name = strategy if len(args.model) == 1 else f"{label}:{strategy}"
             methods.append(Method(name, model_method(model, strategy, args.device, args.precision)))
     if args.baselines:
@@ -83,7 +84,10 @@ def methods_from_args(args: argparse.Namespace) -> list:
 
 def run(args: argparse.Namespace) -> int:
     methods = methods_from_args(args)
-    from ..evaluation.evaluate import evaluate, select_pairs, summarise, text_table, write_report
+    from ..evaluation.evaluate import check_report_folder, evaluate, select_pairs, summarise, text_table, write_report
+
+    if args.out:
+        check_report_folder(Path(args.out))  # before the pairs are scored, not after
 
     names = select_pairs(args.a_dir, args.b_dir, args.series, args.split, args.every)
     with progress_bar(f"evaluating {len(names)} pairs x {len(methods)} methods", args.quiet) as progress:

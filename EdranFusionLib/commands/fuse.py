@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..choices import DEFAULT_MODEL, DEFAULT_STRATEGY, DEVICE_CHOICES, PRECISION_CHOICES, STRATEGY_NAMES
+from ..choices import DEFAULT_MODEL, DEVICE_CHOICES, PRECISION_CHOICES, STRATEGY_NAMES
 from ..errors import EdranFusionError, InputWarning
 from ..io import images, volumes
 from ..io.atomic import atomic_output
 from ..io.dicom import is_dicom_folder
+from ..io.weights import default_strategy_of
 from .progress import progress_bar
 
 
@@ -27,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("b", help="input B, of the same kind as A (co-registered)")
     parser.add_argument("-o", "--output", required=True, help="output image, volume file, DICOM folder or image folder")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or weights file (default: general)")
-    parser.add_argument("--strategy", default=DEFAULT_STRATEGY, choices=STRATEGY_NAMES, help="fusion rule")
+    parser.add_argument("--strategy", default=None, choices=STRATEGY_NAMES,
+                        help="fusion rule (default: the model's own, see `edranfusion models`; sfnn-max is the "
+                             "paper's)")
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES)
     parser.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: fits memory)")
@@ -95,8 +98,9 @@ def _run(args: argparse.Namespace) -> int:
     from ..fusion.provenance import as_text_fields, provenance_of
 
     as_model(args.model)  # a bad model name or file fails here, before any input is read; then it is cached
-    settings = {"model": args.model, "strategy": args.strategy, "device": args.device, "precision": args.precision}
-    provenance = as_text_fields(provenance_of(args.model, args.strategy, args.device, args.precision))  # 2-D
+    strategy = args.strategy or default_strategy_of(args.model)
+    settings = {"model": args.model, "strategy": strategy, "device": args.device, "precision": args.precision}
+    provenance = as_text_fields(provenance_of(args.model, strategy, args.device, args.precision))  # 2-D
     if kind_a == "image":
         fused = fuse_images(images.read_image(path_a), images.read_image(path_b), **settings)
         images.write_image(fused, output, provenance)
@@ -114,7 +118,8 @@ def _run(args: argparse.Namespace) -> int:
             )
         volumes.write_volume(fused, output)
     if not args.quiet:
-        print(f"wrote {output}")
+        chosen = "" if args.strategy else f", the default of model {args.model}; --strategy picks another"
+        print(f"wrote {output} (strategy {strategy}{chosen})")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""`models` sub-command: the bundled models and the user's trained ones, with task, sha256 and terms of use.
+"""`models` sub-command: the bundled models and the user's trained ones, with task, default strategy, sha256 and
+terms of use.
 
 ``--json`` prints the same facts plus each full model card, for scripts. Torch-free, so it answers at once.
 """
@@ -10,7 +11,7 @@ import json
 
 from ..choices import KNOWN_MODELS
 from ..io.user_data import user_models_dir
-from ..io.weights import installed_models
+from ..io.weights import default_strategy_of, installed_models
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,14 +23,15 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"user_models_folder": str(user_models_dir()), "models": [
             {"name": m.name, "origin": m.origin, "task": m.task, "file": str(m.weights_file), "sha256": m.sha256,
-             "card": m.card} for m in installed.values()]}, indent=2))
+             "default_strategy": default_strategy_of(m.name), "card": m.card} for m in installed.values()]}, indent=2))
         return 0
     if not installed:
         print("no trained weights are installed; train them with `edranfusion train`")
     for model in installed.values():
         terms = model.card.get("license", {}).get("terms", "terms not stated in its card")
         learned = "learned fusion head" if "fusion_head" in model.card else "no fusion head"
-        print(f"{model.name:10s} {model.origin:7s} {model.task:12s} sha256 {model.sha256}  {learned:19s}  {terms}")
+        print(f"{model.name:10s} {model.origin:7s} {model.task:12s} default {default_strategy_of(model.name):15s} "
+              f"sha256 {model.sha256}  {learned:19s}  {terms}")
     missing = [name for name in KNOWN_MODELS if name not in installed]
     if installed and missing:
         print(f"not installed: {', '.join(missing)}")

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import EdranFusionError
 from ..fusion.color import gray_levels, is_colour, recolour
 from ..io import images
-from ..io.atomic import atomic_output
+from ..io.atomic import atomic_output, check_output_location
 from ..training.datasets import series_of
 from .metrics import METRICS, fusion_metrics
 from .montage import MontageRow, write_montage
@@ -204,10 +204,16 @@ def evaluate(a_dir: str, b_dir: str, names: Sequence[str], methods: Sequence[Met
     return rows, montage_rows
 
 
-def write_report(out: Path, rows: list[dict], summary: dict, montage_rows: list[MontageRow], settings: dict) -> None:
-    """The report folder, published as a whole; an existing folder is replaced only if it is an earlier report."""
+def check_report_folder(out: Path) -> None:
+    """Refuse, before any pair is scored, a report folder that could not be written or would replace other files."""
+    check_output_location(out)
     if out.exists() and not (out / _REPORT_MARKER).is_file():
         raise EdranFusionError(f"{out} exists and is not an evaluation report; choose a new --out folder")
+
+
+def write_report(out: Path, rows: list[dict], summary: dict, montage_rows: list[MontageRow], settings: dict) -> None:
+    """The report folder, published as a whole; an existing folder is replaced only if it is an earlier report."""
+    check_report_folder(out)
     with atomic_output(out, directory=True) as folder:
         (folder / "summary.md").write_text(markdown_table(summary))
         with open(folder / "metrics.csv", "w", newline="") as handle:

@@ -22,13 +22,15 @@ from ..choices import GUIDED_STRATEGY, LEARNED_STRATEGY
 from ..errors import EdranFusionError, exit_status_of
 from ..fusion import guided, spatial
 from ..io import images
-from ..io.weights import installed_models
+from ..io.atomic import atomic_output
+from ..io.weights import WEIGHTS_DIR, installed_models
 from ..training.datasets import series_of
 from .comparison import (
     TARGET_METRICS,
     comparison_markdown,
     latent_methods,
     learned_pixel_control,
+    metrics_beaten,
     paired_comparison,
     pixel_head,
     pixel_rule,
@@ -40,6 +42,10 @@ TASKS = {"CT-MRI": "ct-mri", "SPECT-MRI": "spect-mri", "PET-MRI": "pet-mri"}
 VAL_SERIES = {"CT-MRI": {"2", "34"}, "SPECT-MRI": {"4", "25", "36"}, "PET-MRI": {"25"}}
 P_SWEEP = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
 REFERENCES = ("pixel-average", "pixel-max", "sfnn-max")
+PAPER_DEFAULT = "sfnn-max"
+# Issue 12's target: the default beats both pixel baselines on at least 4 of the 5 target metrics, and its own
+# pixel-domain control on most of them.
+TARGET_WINS = 4
 PIXEL_HEAD = "pixel-head"
 # Mean tables also show PSNR_joint (not a target metric): the target's PSNR rewards leaning toward one source.
 MEAN_COLUMNS = (*TARGET_METRICS, "PSNR_joint")
@@ -84,6 +90,12 @@ def has_fusion_head(model: str) -> bool:
     return model in installed and "fusion_head" in installed[model].card
 
 
+def control_of(label: str, strategy: str) -> str:
+    """The method label of a candidate's pixel-domain control: SFNN's and spatial SFNN's softmax over one channel
+    is constant, so on pixels they are the pixel average itself."""
+    return "pixel-average" if strategy.startswith("sfnn-") or strategy == "spatial-sfnn" else f"pixel-{label}"
+
+
 def pixel_control(strategy: str, model: str) -> Fuse:
     """The rule's pixel-domain control: the rule on pixels, or for the learned head its own weights on pixels."""
     return learned_pixel_control(model) if strategy == LEARNED_STRATEGY else pixel_rule(strategy)
@@ -99,7 +111,9 @@ def _set_windows(candidate: dict) -> None:
 
 
 def _candidate_methods(model: str) -> tuple[list[Method], dict[str, dict]]:
-    candidates = {f"activity-p{p:g}": {"strategy": f"activity-p{p:g}"} for p in (0.25, 0.5, 1.0)}
+    """Every candidate on ``model`` and, as ``pixel-<label>``, the same candidate on pixels (its control)."""
+    candidates = {PAPER_DEFAULT: {"strategy": PAPER_DEFAULT}}
+    candidates |= {f"activity-p{p:g}": {"strategy": f"activity-p{p:g}"} for p in (0.25, 0.5, 1.0, 2.0, 4.0)}
     candidates |= {f"two-scale-b{w}": {"strategy": "two-scale", "base_window": w, "energy_window": 7}
                    for w in (7, 15, 31)}
     candidates |= {f"spatial-sfnn-w{w}": {"strategy": "spatial-sfnn", "spatial_window": w} for w in (3, 7, 15)}
@@ -107,8 +121,10 @@ def _candidate_methods(model: str) -> tuple[list[Method], dict[str, dict]]:
                                                      "guided_window": w, "guided_levels": n}
                    for p in (0.5, 1.0, 2.0) for w in (7, 31) for n in (1, 2, 3)}
     shared = latent_methods(model, [c["strategy"] for c in candidates.values()], list(candidates))
+    own = {label: c for label, c in candidates.items() if control_of(label, c["strategy"]) != "pixel-average"}
+    controls = [Method(f"pixel-{label}", pixel_rule(c["strategy"])) for label, c in own.items()]
     methods = []
-    for method, candidate in zip(shared, candidates.values()):
+    for method, candidate in zip([*shared, *controls], [*candidates.values(), *own.values()]):
         def fuse(name, a, b, _method=method, _candidate=candidate):
             _set_windows(_candidate)
             return _method.fuse(name, a, b)
@@ -134,10 +150,69 @@ def tune(data: Path, out: Path, pairs: int) -> dict:
     for family in ("activity", "two-scale", "spatial-sfnn", GUIDED_STRATEGY):
         best = max((label for label in scores if label.startswith(family)), key=lambda label: scores[label])
         chosen[family] = {"label": best, **candidates[best]}
-    result = {"pairs_per_task": pairs, "scores": scores, "chosen": chosen, "rows": rows}
+    defaults = choose_defaults(rows, {PAPER_DEFAULT: candidates[PAPER_DEFAULT],
+                                      **{c["label"]: c for c in chosen.values()}})
+    result = {"pairs_per_task": pairs, "scores": scores, "chosen": chosen, "defaults": defaults, "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "tune.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+def choose_defaults(rows: list[dict], candidates: dict[str, dict]) -> dict[str, dict]:
+    """Each model's default strategy, from training-series rows (fixed before any validation score): per task model
+    the candidate beating both pixel baselines on the most target metrics, then beating its own pixel control
+    on the most; for ``general`` (any task) the most in its worst task, then in all. Ties keep sfnn-max (first).
+    The learned head is not a candidate: the training pairs are its own training data."""
+    wins = {label: {task: beats_both_baselines([r for r in rows if r["task"] == task], label) for task in TASKS}
+            for label in candidates}
+    control = {label: {task: metrics_beaten(paired_comparison([r for r in rows if r["task"] == task], label,
+                                                              control_of(label, candidates[label]["strategy"])))
+                       for task in TASKS} for label in candidates}
+
+    def entry(label: str) -> dict:
+        return {"label": label, **candidates[label], "beats_both_baselines": wins[label],
+                "beats_pixel_control": control[label]}
+
+    defaults = {model: entry(max(candidates, key=lambda label, task=task: (len(wins[label][task]),
+                                                                          len(control[label][task]))))
+                for task, model in TASKS.items()}
+    defaults["general"] = entry(max(candidates, key=lambda label: (min(len(w) for w in wins[label].values()),
+                                                                   sum(len(w) for w in wins[label].values()))))
+    return defaults
+
+
+# A tuned setting's name and the value the code fuses with (read when asked: the tuning grid changes them).
+_CODE_SETTINGS = {"spatial_window": lambda: spatial.SPATIAL_SFNN_WINDOW,
+                  "base_window": lambda: spatial.TWO_SCALE_BASE_WINDOW,
+                  "energy_window": lambda: spatial.TWO_SCALE_ENERGY_WINDOW,
+                  "guided_window": lambda: guided.GUIDED_WINDOW, "guided_power": lambda: guided.GUIDED_POWER,
+                  "guided_levels": lambda: guided.GUIDED_LEVELS}
+
+
+def apply_defaults(out: Path, directory: Path) -> dict[str, str]:
+    """Write tune.json's defaults into the bundled cards as ``default_strategy`` (with the evidence); refuses when
+    a chosen rule's tuned settings are not the ones in the code, which fuses with the code's."""
+    tuned = json.loads((out / "tune.json").read_text())
+    written = {}
+    for model, choice in tuned["defaults"].items():
+        settings = {key: value for key, value in choice.items() if key in _CODE_SETTINGS}
+        differing = {key: value for key, value in settings.items() if _CODE_SETTINGS[key]() != value}
+        if differing:
+            raise EdranFusionError(f"{model}'s default {choice['label']} was tuned with {differing}; set these in "
+                                   "fusion/spatial.py or fusion/guided.py first")
+        card_file = directory / f"{model}.json"
+        if not card_file.is_file():
+            raise EdranFusionError(f"no card {card_file}")
+        card = json.loads(card_file.read_text())
+        card["default_strategy"] = choice["strategy"]
+        card["default_strategy_basis"] = {
+            "chosen_by": "evaluation/study.py tune on training series only (validation never used)",
+            "pairs_per_task": tuned["pairs_per_task"], "beats_both_pixel_baselines": choice["beats_both_baselines"],
+            "beats_its_pixel_control": choice["beats_pixel_control"]}
+        with atomic_output(card_file) as temporary:
+            temporary.write_text(json.dumps(card, indent=2) + "\n")
+        written[model] = choice["strategy"]
+    return written
 
 
 def score(data: Path, out: Path, pairs: int, montage: int = 2, pixel_heads: Path | None = None) -> dict:
@@ -145,7 +220,8 @@ def score(data: Path, out: Path, pairs: int, montage: int = 2, pixel_heads: Path
 
     ``pixel_heads``: a folder of ``<task model>.pt`` weight networks trained on pixels (``fusion_trainer
     --on-pixels``), scored as ``pixel-head``: the learned head's control trained without the encoder."""
-    chosen = json.loads((out / "tune.json").read_text())["chosen"]
+    tuned = json.loads((out / "tune.json").read_text())
+    chosen = tuned["chosen"]
     _set_windows({**chosen["two-scale"], **chosen["spatial-sfnn"], **chosen[GUIDED_STRATEGY]})
     rules = ["spatial-sfnn", chosen["activity"]["strategy"], "two-scale", GUIDED_STRATEGY]
     if all(has_fusion_head(model) for model in TASKS.values()):
@@ -167,7 +243,7 @@ def score(data: Path, out: Path, pairs: int, montage: int = 2, pixel_heads: Path
         montages[task] = [MontageRow(r.name, [c for c in r.columns if c[0] in keep]) for r in shown]
     result = {"pairs_per_task": pairs, "chosen": chosen, "rules": rules, "rows": rows}
     (out / "score.json").write_text(json.dumps(result, indent=1) + "\n")
-    write_tables(out, rows, rules)
+    write_tables(out, rows, rules, tuned.get("defaults", {}))
     for task, shown in montages.items():
         if shown:
             write_montage(shown, out / f"montage_{TASKS[task]}.png")
@@ -221,9 +297,28 @@ def target_summary(rows: list[dict], methods: Sequence[str]) -> list[str]:
     return [*lines, ""]
 
 
-def write_tables(out: Path, rows: list[dict], rules: Sequence[str]) -> None:
-    """comparison.md: the target summary, then per task the mean of every method and the paired comparisons."""
-    lines = target_summary(rows, ["sfnn-max", *rules])
+def defaults_summary(rows: list[dict], defaults: dict[str, dict]) -> list[str]:
+    """Markdown lines: each task model's default (chosen on training series) against the target on validation."""
+    lines = ["## Defaults (chosen on training series) on the validation series", "",
+             "| model | default | beats both pixel baselines on | beats its pixel control on | target met |",
+             "|---|---|---|---|---|"]
+    for task, model in TASKS.items():
+        if model not in defaults:
+            continue
+        task_rows = [r for r in rows if r["task"] == task]
+        label = defaults[model]["strategy"]
+        both = beats_both_baselines(task_rows, label)
+        control = metrics_beaten(paired_comparison(task_rows, label, control_of(label, label)))
+        met = "yes" if len(both) >= TARGET_WINS and len(control) > len(TARGET_METRICS) / 2 else "no"
+        lines.append(f"| {model} | {label} | {len(both)} ({', '.join(both) or '-'}) | "
+                     f"{len(control)} ({', '.join(control) or '-'}) | {met} |")
+    return [*lines, ""]
+
+
+def write_tables(out: Path, rows: list[dict], rules: Sequence[str], defaults: dict[str, dict] | None = None) -> None:
+    """comparison.md: the target summary and the defaults' verdict, then per task the mean of every method and the
+    paired comparisons."""
+    lines = target_summary(rows, ["sfnn-max", *rules]) + defaults_summary(rows, defaults or {})
     for task in TASKS:
         task_rows = [r for r in rows if r["task"] == task]
         methods = list(dict.fromkeys(r["method"] for r in task_rows))
@@ -278,8 +373,9 @@ def tradeoff_figure(rows: list[dict], rules: Sequence[str], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m EdranFusionLib.evaluation.study")
-    parser.add_argument("phase", choices=("tune", "score"))
-    parser.add_argument("--data", type=Path, required=True, help="the harvard folder")
+    parser.add_argument("phase", choices=("tune", "score", "apply"),
+                        help="apply: write tune.json's default strategies into the cards in --directory")
+    parser.add_argument("--data", type=Path, default=None, help="tune, score: the harvard folder")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--pairs", type=int, default=4, help="pairs per task")
     parser.add_argument("--montage", type=int, default=2, help="validation pairs per task in the montages")
@@ -287,14 +383,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="score: folder of <task model>.pt weight networks trained on pixels (the learned "
                              "head's trained control)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--directory", type=Path, default=None, help="apply: models folder (EdranFusionLib/weights)")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
 
     def work() -> int:
+        if args.phase != "apply" and args.data is None:
+            raise EdranFusionError(f"{args.phase} needs --data (the harvard folder)")
         if args.phase == "tune":
-            print(json.dumps(tune(args.data, args.out, args.pairs)["chosen"], indent=1))
+            result = tune(args.data, args.out, args.pairs)
+            print(json.dumps({"chosen": result["chosen"], "defaults": result["defaults"]}, indent=1))
+        elif args.phase == "apply":
+            print(json.dumps(apply_defaults(args.out, args.directory or WEIGHTS_DIR), indent=1))
         else:
             score(args.data, args.out, args.pairs, args.montage, args.pixel_heads)
             print((args.out / "comparison.md").read_text())

@@ -20,11 +20,11 @@ import warnings
 import numpy as np
 import SimpleITK as sitk
 
-from ..choices import DEFAULT_MODEL, DEFAULT_STRATEGY
+from ..choices import DEFAULT_MODEL
 from ..errors import EdranFusionError, InputWarning
 from ..io import volumes
 from ..io.model_files import load_model
-from ..io.weights import resolve
+from ..io.weights import default_strategy_of, resolve
 from ..network.host_memory import available_memory_bytes
 from ..network.model import EHDRAN
 from .color import is_colour, recolour
@@ -77,11 +77,13 @@ def fuse_images(
     b: np.ndarray,
     *,
     model: EHDRAN | str | os.PathLike = DEFAULT_MODEL,
-    strategy: str = DEFAULT_STRATEGY,
+    strategy: str | None = None,
     device: str = "auto",
     precision: str = "auto",
 ) -> np.ndarray:
-    """Fuse two co-registered 2-D images (HxW gray or HxWx3 RGB); returns uint8 HxW, or HxWx3 if either is colour."""
+    """Fuse two co-registered 2-D images (HxW gray or HxWx3 RGB); returns uint8 HxW, or HxWx3 if either is colour.
+    ``strategy`` None: the model's default (:func:`..io.weights.default_strategy_of`)."""
+    strategy = strategy or default_strategy_of(model)
     for what, pixels in (("image A", a), ("image B", b)):
         if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and not is_colour(pixels)):
             raise EdranFusionError(f"{what} has shape {pixels.shape}; give a 2-D gray or RGB image")
@@ -102,7 +104,7 @@ def fuse_volumes(
     b: sitk.Image,
     *,
     model: EHDRAN | str | os.PathLike = DEFAULT_MODEL,
-    strategy: str = DEFAULT_STRATEGY,
+    strategy: str | None = None,
     device: str = "auto",
     precision: str = "auto",
     batch_size: int | None = None,
@@ -114,8 +116,10 @@ def fuse_volumes(
 
     Scalar inputs give float32 in A's units over A's intensity window; an RGB input gives a uint8 RGB
     vector image. B on a different grid is an error unless ``resample`` (linear, in world space). The result
-    carries its provenance record (provenance.py) as metadata, which write_volume keeps.
+    carries its provenance record (provenance.py) as metadata, which write_volume keeps. ``strategy`` None: the
+    model's default (:func:`..io.weights.default_strategy_of`).
     """
+    strategy = strategy or default_strategy_of(model)
     volumes.check_volume(a, "volume A")
     volumes.check_volume(b, "volume B")
     b = volumes.align_to(a, b, resample)

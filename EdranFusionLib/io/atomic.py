@@ -17,13 +17,18 @@ from pathlib import Path
 from ..errors import EdranFusionError
 
 
-def _staging_folder(target: Path) -> Path:
-    parent = target.parent
+def check_output_location(target: str | os.PathLike) -> None:
+    """Refuse an output whose folder is missing or read-only, so long work can be refused before it starts."""
+    parent = Path(target).absolute().parent
     if not parent.is_dir():
         raise EdranFusionError(f"output folder {parent} does not exist; create it or choose another output path")
     if not os.access(parent, os.W_OK):
         raise EdranFusionError(f"output folder {parent} is not writable; choose a writable location")
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=parent))
+
+
+def _staging_folder(target: Path) -> Path:
+    check_output_location(target)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
 
 
 @contextlib.contextmanager

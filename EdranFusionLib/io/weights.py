@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..choices import KNOWN_MODELS
+from ..choices import DEFAULT_STRATEGY, KNOWN_MODELS, is_strategy
 from ..errors import EdranFusionError
 from .user_data import user_models_dir
 
@@ -79,3 +79,25 @@ def resolve(name_or_path: str | os.PathLike) -> tuple[Path, str | None]:
         expected = json.loads(card.read_text()).get("sha256") if card.is_file() else None
         return path, expected
     raise EdranFusionError(_no_weights_message(text))
+
+
+def card_of(model: object) -> dict | None:
+    """The card of an installed model name, or of a weights file with ``<file>.json`` beside it; else None."""
+    if not isinstance(model, (str, os.PathLike)) or not str(model):
+        return None
+    installed = installed_models()
+    if str(model) in installed:
+        return installed[str(model)].card
+    try:
+        card = Path(model).expanduser().with_suffix(".json")
+        return json.loads(card.read_text()) if card.is_file() else None
+    except (OSError, ValueError):  # no usable card: the file is fused with the paper's rule
+        return None
+
+
+def default_strategy_of(model: object) -> str:
+    """The strategy a model fuses with when none is asked for: its card's ``default_strategy`` (bundled cards: the
+    rule chosen for the model's task on training series, evaluation/study.py), else the paper's sfnn-max."""
+    card = card_of(model) or {}
+    chosen = card.get("default_strategy")
+    return chosen if isinstance(chosen, str) and is_strategy(chosen) else DEFAULT_STRATEGY

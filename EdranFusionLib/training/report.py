@@ -5,6 +5,7 @@ on every validation image at the fuser's precision (PSNR and SSIM: Gaussian wind
 1), writes ``<name>.pt`` + ``<name>.json`` (the model card, with the weights' terms of use) through
 ``io.model_files.save_bundled`` into the user's models folder (``--directory EdranFusionLib/weights`` for
 maintainers shipping a bundled model) and copies the run's curves beside them (or to ``--figures``).
+``promote`` bundles a candidate shipped earlier under another name (same weights, card kept, ``promoted_from``).
 ``montage`` fuses a few validation pairs of each task with the shipped models (inputs, fused).
 """
 
@@ -188,6 +189,26 @@ def ship(run_dir: Path, name: str, task: str, note: str, *, directory: Path | No
     return path
 
 
+def promote(candidate_card: Path, name: str, note: str, *, directory: Path, figures: Path) -> Path:
+    """Bundle a shipped candidate (``<candidate>.pt`` + card, e.g. models/candidates/general-v3) as model ``name``:
+    the same weights, its card under the new name with ``promoted_from``, its curves copied to ``figures``."""
+    if not candidate_card.is_file():
+        raise EdranFusionError(f"no candidate card {candidate_card}: give the .json beside the candidate's .pt")
+    card = json.loads(candidate_card.read_text())
+    weights_file = candidate_card.parent / card["file"]
+    model = model_from_state_dict(load_state_dict(weights_file, card["sha256"]), str(weights_file))
+    kept = {k: v for k, v in card.items() if k not in ("name", "task", "file", "sha256", "description", "curves")}
+    curves = candidate_card.parent / f"curves_{card['name']}.png"
+    if curves.is_file():
+        figures.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(curves, figures / f"curves_{name}.png")
+        kept["curves"] = str(figures / f"curves_{name}.png")
+    directory.mkdir(parents=True, exist_ok=True)
+    return save_bundled(model, name, card["task"],
+                        {"description": note or card.get("description", ""), "promoted_from": card["name"], **kept},
+                        directory)
+
+
 HEAD_CAVEAT = ("Trained on differentiable forms of PSNR and SSIM and on an edge term close to what Qabf and FSIM "
                "reward: its scores on those metrics are partly scores on its own objective. The validation "
                "series were never trained on and were scored once.")
@@ -317,6 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     head_parser.add_argument("--name", required=True, help="the model the head was trained on")
     head_parser.add_argument("--directory", type=Path, default=None,
                              help="models folder (default: the user's; maintainers: EdranFusionLib/weights)")
+    promote_parser = commands.add_parser("promote", help="bundle a shipped candidate model under another name")
+    promote_parser.add_argument("--candidate", type=Path, required=True, help="the candidate's card (.json)")
+    promote_parser.add_argument("--name", required=True)
+    promote_parser.add_argument("--note", default="", help="the new card's description")
+    promote_parser.add_argument("--directory", type=Path, required=True, help="models folder (EdranFusionLib/weights)")
+    promote_parser.add_argument("--figures", type=Path, default=FIGURES_DIR, help="folder for the curves")
     montage_parser = commands.add_parser("montage", help="fuse validation pairs of each task into PNG montages")
     montage_parser.add_argument("--data", type=Path, required=True, help="the harvard folder")
     montage_parser.add_argument("--split", type=Path, required=True, help="split.json of the general run")
@@ -328,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
                        figures=args.figures, val_stride=args.val_stride, precision=args.precision))
         elif args.command == "ship-head":
             print(ship_head(args.run_dir, args.name, args.directory))
+        elif args.command == "promote":
+            print(promote(args.candidate, args.name, args.note, directory=args.directory, figures=args.figures))
         else:
             print("\n".join(str(p) for p in montage(args.data, args.split)))
         return 0

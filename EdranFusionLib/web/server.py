@@ -29,10 +29,10 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..choices import DEFAULT_MODEL, DEFAULT_STRATEGY, DEVICE_CHOICES, STRATEGY_NAMES
+from ..choices import DEFAULT_MODEL, DEVICE_CHOICES, STRATEGY_NAMES
 from ..errors import EdranFusionError
 from ..io import volumes
-from ..io.weights import bundled_models
+from ..io.weights import bundled_models, default_strategy_of
 from ..network.devices import resolve_device
 from .access import CLIENT_HEADER, AccessGuard, is_loopback
 from .assets import STATIC_DIR, check_assets
@@ -69,6 +69,7 @@ class FusionServer:
         return JSONResponse({
             "models": {name: card.task for name, card in bundled_models().items()},
             "strategies": list(STRATEGY_NAMES),
+            "default_strategies": {name: default_strategy_of(name) for name in bundled_models()},
             "devices": {d: device_label(d) for d in available},
             "has_data": self.data.root is not None,
             "max_upload_mb": self.max_upload_bytes // 2**20,
@@ -204,7 +205,7 @@ def _settings(body: dict) -> dict:
     model = str(body.get("model", DEFAULT_MODEL))
     if model not in bundled_models():  # names only: a weights path sent over the network would read server files
         raise EdranFusionError(f"unknown model {model!r}; choose one of {', '.join(bundled_models())}")
-    strategy = str(body.get("strategy", DEFAULT_STRATEGY))
+    strategy = str(body.get("strategy") or default_strategy_of(model))
     if strategy not in STRATEGY_NAMES:
         raise EdranFusionError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGY_NAMES)}")
     device = str(body.get("device", "auto"))

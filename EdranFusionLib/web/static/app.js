@@ -65,6 +65,10 @@ async function init() {
   fillSelect($("model"), Object.entries(info.models).map(([name, task]) => [name, `${name} (${task})`]));
   $("model").value = "general" in info.models ? "general" : $("model").value;
   fillSelect($("strategy"), info.strategies.map((s) => [s, s]));
+  // Each model brings its own default strategy (its card's; sfnn-max, the paper's, otherwise).
+  const pickDefaultStrategy = () => { $("strategy").value = info.default_strategies[$("model").value] || "sfnn-max"; };
+  $("model").addEventListener("change", pickDefaultStrategy);
+  pickDefaultStrategy();
   fillSelect($("device"), Object.entries(info.devices).map(([name, label]) => [name, `${name}: ${label}`]));
   fillSelect($("format"), info.download_formats.map((f) => [f, f === "nii.gz" ? "NIfTI (.nii.gz)" : "NRRD (.nrrd)"]));
   for (const select of document.querySelectorAll(".cmap")) fillSelect(select, COLOURS.map((c) => [c, c]));
