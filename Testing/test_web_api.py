@@ -26,6 +26,7 @@ from conftest import REPO, blob_image, oblique_volume  # noqa: E402
 
 from EdranFusionLib.fusion.pipeline import fuse_volumes  # noqa: E402
 from EdranFusionLib.io.volumes import read_volume, write_volume  # noqa: E402
+from EdranFusionLib.io.weights import default_strategy_of  # noqa: E402
 from EdranFusionLib.web.assets import NIIVUE_BUNDLE  # noqa: E402
 from EdranFusionLib.web.client import FusionClient, ServerError, running_server  # noqa: E402
 
@@ -82,6 +83,7 @@ def _refused(call, status: int) -> str:
 def test_info_lists_choices_and_the_device_in_use(client: FusionClient) -> None:
     info = client.json("GET", "/api/info")
     assert "general" in info["models"] and "sfnn-max" in info["strategies"]
+    assert info["default_strategies"] == {name: default_strategy_of(name) for name in info["models"]}
     assert "cuda" in info["devices"] or "CPU" in info["devices"]["auto"]
     assert client.json("GET", "/api/data")["volumes"] == ["a.nii.gz", "b.nii.gz", "big_a.nii.gz", "big_b.nii.gz",
                                                           "other.nrrd"]
@@ -103,6 +105,13 @@ def test_upload_fuse_download_matches_the_library(client: FusionClient, data: Pa
     # once downloaded, the job and its files are gone from the server
     assert "no such job" in _refused(lambda: client.download(job["id"], tmp_path / "again.nii.gz"), 404)
     assert not (tmp_path / "again.nii.gz").exists()
+
+
+def test_a_job_without_a_strategy_gets_its_models_default(client: FusionClient) -> None:
+    for model in ("general", "ct-mri"):
+        job = client.submit({"data": "a.nii.gz"}, {"data": "b.nii.gz"}, model=model)
+        assert job["settings"]["strategy"] == default_strategy_of(model)
+        client.cancel(job["id"])
 
 
 def test_nrrd_download_and_views(client: FusionClient) -> None:

@@ -26,6 +26,7 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 from EdranFusionLib.io.volumes import axial_axis, read_volume  # noqa: E402
+from EdranFusionLib.io.weights import default_strategy_of  # noqa: E402
 from EdranFusionLib.web.assets import NIIVUE_BUNDLE  # noqa: E402
 from EdranFusionLib.web.client import FusionClient, running_server  # noqa: E402
 
@@ -103,6 +104,11 @@ def test_fuse_the_stroke_sample_in_a_real_browser(browser, tmp_path: Path) -> No
         WebDriverWait(browser, 120).until(lambda d: _state(d) == "idle")
         assert "CPU" in browser.find_element("id", "device-label").text or "GPU" in browser.find_element(
             "id", "device-label").text
+        strategy = Select(browser.find_element("id", "strategy"))
+        assert strategy.first_selected_option.get_attribute("value") == default_strategy_of("general")
+        Select(browser.find_element("id", "model")).select_by_value("ct-mri")  # its own default comes with it
+        assert strategy.first_selected_option.get_attribute("value") == default_strategy_of("ct-mri")
+        Select(browser.find_element("id", "model")).select_by_value("general")
         Select(browser.find_element("id", "source-a")).select_by_value("stroke/T2.nii.gz")
         Select(browser.find_element("id", "source-b")).select_by_value("stroke/FLAIR.nii.gz")
         browser.find_element("id", "fuse").click()
