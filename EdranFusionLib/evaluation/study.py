@@ -108,6 +108,7 @@ def _set_windows(candidate: dict) -> None:
     guided.GUIDED_WINDOW = candidate.get("guided_window", guided.GUIDED_WINDOW)
     guided.GUIDED_POWER = candidate.get("guided_power", guided.GUIDED_POWER)
     guided.GUIDED_LEVELS = candidate.get("guided_levels", guided.GUIDED_LEVELS)
+    guided.GUIDED_DETAIL_WINDOW = candidate.get("detail_window", guided.GUIDED_DETAIL_WINDOW)
 
 
 def _candidate_methods(model: str) -> tuple[list[Method], dict[str, dict]]:
@@ -117,9 +118,9 @@ def _candidate_methods(model: str) -> tuple[list[Method], dict[str, dict]]:
     candidates |= {f"two-scale-b{w}": {"strategy": "two-scale", "base_window": w, "energy_window": 7}
                    for w in (7, 15, 31)}
     candidates |= {f"spatial-sfnn-w{w}": {"strategy": "spatial-sfnn", "spatial_window": w} for w in (3, 7, 15)}
-    candidates |= {f"guided-pyramid-p{p:g}w{w}n{n}": {"strategy": GUIDED_STRATEGY, "guided_power": p,
-                                                     "guided_window": w, "guided_levels": n}
-                   for p in (0.5, 1.0, 2.0) for w in (7, 31) for n in (1, 2, 3)}
+    candidates |= {f"guided-pyramid-p{p:g}w{w}n{n}d{d}": {"strategy": GUIDED_STRATEGY, "guided_power": p,
+                                                         "guided_window": w, "guided_levels": n, "detail_window": d}
+                   for p in (0.5, 1.0, 2.0) for w in (7, 31) for n in (1, 2, 3) for d in (1, 5)}
     shared = latent_methods(model, [c["strategy"] for c in candidates.values()], list(candidates))
     own = {label: c for label, c in candidates.items() if control_of(label, c["strategy"]) != "pixel-average"}
     controls = [Method(f"pixel-{label}", pixel_rule(c["strategy"])) for label, c in own.items()]
@@ -186,7 +187,7 @@ _CODE_SETTINGS = {"spatial_window": lambda: spatial.SPATIAL_SFNN_WINDOW,
                   "base_window": lambda: spatial.TWO_SCALE_BASE_WINDOW,
                   "energy_window": lambda: spatial.TWO_SCALE_ENERGY_WINDOW,
                   "guided_window": lambda: guided.GUIDED_WINDOW, "guided_power": lambda: guided.GUIDED_POWER,
-                  "guided_levels": lambda: guided.GUIDED_LEVELS}
+                  "guided_levels": lambda: guided.GUIDED_LEVELS, "detail_window": lambda: guided.GUIDED_DETAIL_WINDOW}
 
 
 def apply_defaults(out: Path, directory: Path) -> dict[str, str]:

@@ -5,8 +5,10 @@ The latents of a rule are decoded, and the decoder loses detail (CT slices recon
 network only weighs: each source's activity is the window mean of its latent magnitude (mean |f| over channels)
 times its window-mean intensity, and W_a = act_a^P / (act_a^P + act_b^P). The sources are split into Laplacian
 pyramids; W blends the coarsest level (intensity), and at every finer level the source coefficient of larger
-magnitude is kept (edges), so the fused image keeps each source's edges at full contrast. Window, P and levels
-were chosen on training series (evaluation/study.py tune, docs/RESULTS.md).
+magnitude is kept (edges), so the fused image keeps each source's edges at full contrast; with a detail window
+above 1 the source of larger window-mean coefficient energy is kept instead, so two sources of similar texture do
+not alternate pixel by pixel (a mottled look). Window, P, levels and the detail window were chosen on training
+series (evaluation/study.py tune, docs/RESULTS.md).
 
 The pixel-domain control is the same rule with the images as their own 1-channel latents (act = window mean
 of the intensity, squared): what the network's features add over the intensities alone.
@@ -23,6 +25,7 @@ from .spatial import activity_weights, window_mean
 GUIDED_WINDOW = 7
 GUIDED_POWER = 2.0
 GUIDED_LEVELS = 3
+GUIDED_DETAIL_WINDOW = 1
 
 
 def _down(x: torch.Tensor) -> torch.Tensor:
@@ -58,14 +61,16 @@ def guided_weights(fa: torch.Tensor, fb: torch.Tensor, ya: torch.Tensor, yb: tor
     return activity_weights(*activity, power)
 
 
-def pyramid_blend(ya: torch.Tensor, yb: torch.Tensor, weight_a: torch.Tensor,
-                  levels: int = GUIDED_LEVELS) -> torch.Tensor:
-    """The coarse level blended by ``weight_a``, each finer level the larger-magnitude source coefficient."""
+def pyramid_blend(ya: torch.Tensor, yb: torch.Tensor, weight_a: torch.Tensor, levels: int = GUIDED_LEVELS,
+                  detail_window: int = GUIDED_DETAIL_WINDOW) -> torch.Tensor:
+    """The coarse level blended by ``weight_a``; at each finer level the source coefficient of larger magnitude
+    (``detail_window`` 1) or of larger window-mean energy."""
     bands_a, bands_b = laplacian_pyramid(ya.float(), levels), laplacian_pyramid(yb.float(), levels)
     base = weight_a * ya.float() + (1 - weight_a) * yb.float()
     for _ in range(levels):  # the blend's coarse residual: its pyramid's detail bands are not needed
         base = _down(base)
-    details = [torch.where(a.abs() >= b.abs(), a, b) for a, b in zip(bands_a[:-1], bands_b[:-1])]
+    details = [torch.where(window_mean(a * a, detail_window) >= window_mean(b * b, detail_window), a, b)
+               for a, b in zip(bands_a[:-1], bands_b[:-1])]
     return collapse([*details, base])
 
 
@@ -73,4 +78,4 @@ def fuse_guided(fa: torch.Tensor, fb: torch.Tensor, ya: torch.Tensor, yb: torch.
     """The fused image [B, 1, H, W] (float32, unclamped) of sources ``ya``, ``yb`` guided by their latents,
     with the module's settings (read at call time, so the study's tuning grid can set them)."""
     return pyramid_blend(ya, yb, guided_weights(fa, fb, ya, yb, window=GUIDED_WINDOW, power=GUIDED_POWER),
-                         GUIDED_LEVELS)
+                         GUIDED_LEVELS, GUIDED_DETAIL_WINDOW)
