@@ -193,4 +193,9 @@ def test_strategy_benchmark_times_the_learned_head_of_a_model_that_has_one(finis
     assert learned["rule_seconds"] is None and learned["seconds_per_pair"] > 0
     print_strategies(results)
     assert "learned" in capsys.readouterr().out
+    from EdranFusionLib.io.weights import bundled_models, default_strategy_of
+
+    assert results["defaults"] == {name: default_strategy_of(name) for name in bundled_models()}
+    assert set(results["default_vs_sfnn_max"]) == set(results["defaults"].values())  # every default is timed
+    assert results["default_vs_sfnn_max"].get("sfnn-max", 1.0) == 1.0
     assert "learned" not in strategy_timings(EHDRAN().eval(), "fp32", repeats=1)["strategies"]

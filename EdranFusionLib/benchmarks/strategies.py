@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from ..choices import DEFAULT_STRATEGY, GUIDED_STRATEGY, LATENT_RULES, LEARNED_STRATEGY
+from ..choices import GUIDED_STRATEGY, LATENT_RULES, LEARNED_STRATEGY
 from ..fusion.rules import fuse_latents
 from ..fusion.strategies import decode_fused
+from ..io.weights import bundled_models, default_strategy_of
 from ..network.devices import resolve_precision
 from ..network.model import EHDRAN, fold_for_inference
 from .speed import SIZE, median_seconds
@@ -19,7 +20,8 @@ from .speed import SIZE, median_seconds
 
 @torch.inference_mode()
 def strategy_timings(base: EHDRAN, precision: str = "auto", repeats: int = 3) -> dict:
-    """Seconds per pair for every strategy on the CPU (at the fuser's precision), and the default's ratio."""
+    """Seconds per pair for every strategy on the CPU (at the fuser's precision), and the ratio of each bundled
+    model's default strategy to sfnn-max."""
     dtype = resolve_precision(precision, torch.device("cpu"))
     model = fold_for_inference(base).to(dtype=dtype, memory_format=torch.channels_last)
     pair = torch.rand(2, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0)).to(dtype)
@@ -29,15 +31,17 @@ def strategy_timings(base: EHDRAN, precision: str = "auto", repeats: int = 3) ->
     rows = {}
     learned = (LEARNED_STRATEGY,) if model.fusion_head is not None else ()
     sources = pair.float().chunk(2)
-    # p0.5: one member of the open activity family
-    for strategy in (*LATENT_RULES, "activity-p0.5", GUIDED_STRATEGY, *learned):
+    defaults = {name: default_strategy_of(name) for name in bundled_models()}
+    timed = (*LATENT_RULES, "activity-p0.5", GUIDED_STRATEGY, *learned, *defaults.values())  # p0.5: an activity member
+    for strategy in dict.fromkeys(s for s in timed if s != LEARNED_STRATEGY or learned):
         rule = (median_seconds(lambda s=strategy: fuse_latents(latent_a, latent_b, s), repeats)
                 if strategy not in (GUIDED_STRATEGY, LEARNED_STRATEGY) else None)  # no separate rule step
         decode = median_seconds(lambda s=strategy: decode_fused(model, latent_a, latent_b, s, sources), repeats)
         rows[strategy] = {"rule_seconds": rule, "seconds_per_pair": encode + decode}
     reference = rows["sfnn-max"]["seconds_per_pair"]
     return {"precision": str(dtype).replace("torch.", ""), "encode_seconds": encode, "strategies": rows,
-            "default": DEFAULT_STRATEGY, "default_vs_sfnn_max": rows[DEFAULT_STRATEGY]["seconds_per_pair"] / reference}
+            "defaults": defaults, "default_vs_sfnn_max": {s: rows[s]["seconds_per_pair"] / reference
+                                                          for s in set(defaults.values()) if s in rows}}
 
 
 def print_strategies(results: dict) -> None:
@@ -48,4 +52,6 @@ def print_strategies(results: dict) -> None:
         rule = "       -" if row["rule_seconds"] is None else f"{row['rule_seconds'] * 1000:8.1f}"
         print(f"  {name:16s} rule {rule} ms  pair {row['seconds_per_pair'] * 1000:8.1f} ms"
               f"  x{row['seconds_per_pair'] / reference:4.2f} of sfnn-max")
-    print(f"  default ({results['default']}) is x{results['default_vs_sfnn_max']:.2f} the time of sfnn-max")
+    ratios = results["default_vs_sfnn_max"]
+    print("  model defaults: " + ", ".join(f"{model} {s} (x{ratios[s]:.2f})" if s in ratios else f"{model} {s}"
+                                           for model, s in results["defaults"].items()))
