@@ -580,10 +580,12 @@ class EdranFusionLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def choices() -> dict:
         """Names offered in the panel: installed bundled models, fusion strategies and devices (torch-free)."""
-        from EdranFusionLib.choices import DEVICE_CHOICES, STRATEGY_NAMES
-        from EdranFusionLib.io.weights import bundled_models
+        from EdranFusionLib.choices import DEVICE_CHOICES, strategies_offered
+        from EdranFusionLib.io.weights import bundled_models, default_strategy_of
 
-        return {"model": list(bundled_models()), "strategy": list(STRATEGY_NAMES), "device": list(DEVICE_CHOICES)}
+        models = list(bundled_models())
+        strategies = strategies_offered(default_strategy_of(model) for model in models)
+        return {"model": models, "strategy": strategies, "device": list(DEVICE_CHOICES)}
 
     @staticmethod
     def defaultStrategy(model: str) -> str:

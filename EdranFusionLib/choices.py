@@ -3,6 +3,10 @@
 Torch-free, so the CLI's help and the Slicer panel can list the choices without importing torch.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+
 DEFAULT_MODEL = "general"
 KNOWN_MODELS = ("ct-mri", "spect-mri", "pet-mri", "general")
 PAPER_STRATEGIES = ("sfnn-max", "sfnn-mean", "sfnn-sum", "sfnn-identity", "fer", "fl1n", "average", "max")
@@ -20,6 +24,22 @@ STRATEGY_NAMES = LATENT_RULES + (GUIDED_STRATEGY, LEARNED_STRATEGY)
 DEFAULT_STRATEGY = "sfnn-max"
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+
+
+def strategies_offered(defaults: Iterable[str] = ()) -> list[str]:
+    """The strategies to list for users: the named ones, then any models' default not among them (a member of the
+    activity family chosen as a default, e.g. ``activity-p1``)."""
+    return list(dict.fromkeys([*STRATEGY_NAMES, *(name for name in defaults if is_strategy(name))]))
+
+
+def strategy_argument(name: str) -> str:
+    """argparse type of ``--strategy``: a listed strategy or any ``activity-p<P>``."""
+    import argparse
+
+    if not is_strategy(name):
+        raise argparse.ArgumentTypeError(f"unknown strategy '{name}'; choose one of {', '.join(STRATEGY_NAMES)} "
+                                         "or activity-p<P> (0 <= P <= 8)")
+    return name
 
 
 def is_strategy(name: str) -> bool:

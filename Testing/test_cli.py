@@ -182,8 +182,17 @@ def test_unknown_model_and_strategy(bad_inputs):
     assert_user_error(result, "unknown model 'mri-ultrasound'")
     result = cli("fuse", bad_inputs / "a.png", bad_inputs / "b.png", "-o", bad_inputs / "out" / "f.png",
                  "--strategy", "median")
-    assert_user_error(result, "invalid choice: 'median'")
+    assert_user_error(result, "unknown strategy 'median'; choose one of sfnn-max")
     assert outputs_left(bad_inputs) == []
+
+
+def test_any_member_of_the_activity_family_is_a_strategy(bad_inputs, model_path):
+    """activity-p<P> (a model's default may be one, e.g. activity-p1) is accepted like the listed names."""
+    output = bad_inputs / "f.png"
+    result = cli("fuse", bad_inputs / "a.png", bad_inputs / "b.png", "-o", output, "--model", model_path,
+                 "--strategy", "activity-p1.5", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "(strategy activity-p1.5)" in result.stdout and output.is_file()
 
 
 def test_output_in_missing_folder(bad_inputs, model_path):

@@ -98,6 +98,13 @@ def test_evaluate_scores_each_models_default_when_no_strategy_is_given(carded: P
     assert [m.label for m in methods_from_args(args)] == ["one:average", "two:sfnn-max"]
 
 
+def test_every_default_is_offered_where_strategies_are_listed():
+    from EdranFusionLib.choices import STRATEGY_NAMES, strategies_offered
+
+    assert strategies_offered(["activity-p1", "sfnn-max", "nonsense"]) == [*STRATEGY_NAMES, "activity-p1"]
+    assert strategies_offered() == list(STRATEGY_NAMES)
+
+
 def _rows(scores: dict[str, dict[str, list[float]]]) -> list[dict]:
     """Study rows of one pair per task: ``scores[method][task]`` is its five target metrics."""
     return [{"task": task, "pair": "p", "method": method, **dict(zip(study.TARGET_METRICS, values))}

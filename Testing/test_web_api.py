@@ -84,6 +84,7 @@ def test_info_lists_choices_and_the_device_in_use(client: FusionClient) -> None:
     info = client.json("GET", "/api/info")
     assert "general" in info["models"] and "sfnn-max" in info["strategies"]
     assert info["default_strategies"] == {name: default_strategy_of(name) for name in info["models"]}
+    assert set(info["default_strategies"].values()) <= set(info["strategies"])  # the page can select each one
     assert "cuda" in info["devices"] or "CPU" in info["devices"]["auto"]
     assert client.json("GET", "/api/data")["volumes"] == ["a.nii.gz", "b.nii.gz", "big_a.nii.gz", "big_b.nii.gz",
                                                           "other.nrrd"]
@@ -98,7 +99,8 @@ def test_upload_fuse_download_matches_the_library(client: FusionClient, data: Pa
     assert [j["id"] for j in client.jobs()] == [job["id"]]
     assert FusionClient(client.url).jobs() == []  # another user does not see it
     downloaded = client.download(job["id"], tmp_path / "fused.nii.gz")
-    expected = fuse_volumes(read_volume(data / "a.nii.gz"), read_volume(data / "b.nii.gz"), model="general")
+    expected = fuse_volumes(read_volume(data / "a.nii.gz"), read_volume(data / "b.nii.gz"), model="general",
+                            strategy="sfnn-max")
     result = read_volume(downloaded)
     assert result.GetSize() == expected.GetSize() and np.allclose(result.GetOrigin(), expected.GetOrigin())
     np.testing.assert_allclose(sitk.GetArrayFromImage(result), sitk.GetArrayFromImage(expected), atol=1e-3)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..choices import DEFAULT_MODEL, DEVICE_CHOICES, PRECISION_CHOICES, STRATEGY_NAMES
+from ..choices import DEFAULT_MODEL, DEVICE_CHOICES, PRECISION_CHOICES, STRATEGY_NAMES, strategy_argument
 from ..errors import EdranFusionError, InputWarning
 from ..io import images, volumes
 from ..io.atomic import atomic_output
@@ -28,9 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("b", help="input B, of the same kind as A (co-registered)")
     parser.add_argument("-o", "--output", required=True, help="output image, volume file, DICOM folder or image folder")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or weights file (default: general)")
-    parser.add_argument("--strategy", default=None, choices=STRATEGY_NAMES,
-                        help="fusion rule (default: the model's own, see `edranfusion models`; sfnn-max is the "
-                             "paper's)")
+    parser.add_argument("--strategy", default=None, type=strategy_argument, metavar="STRATEGY",
+                        help=f"fusion rule: {', '.join(STRATEGY_NAMES)} or activity-p<P> (default: the model's own, "
+                             "see `edranfusion models`; sfnn-max is the paper's)")
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES)
     parser.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: fits memory)")

@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from .spatial import activity_weights, window_mean
 
 # Chosen on training series only (evaluation/study.py tune; docs/RESULTS.md), never on validation.
-GUIDED_WINDOW = 7
-GUIDED_POWER = 2.0
+GUIDED_WINDOW = 31
+GUIDED_POWER = 1.0
 GUIDED_LEVELS = 3
-GUIDED_DETAIL_WINDOW = 1
+GUIDED_DETAIL_WINDOW = 5
 
 
 def _down(x: torch.Tensor) -> torch.Tensor:

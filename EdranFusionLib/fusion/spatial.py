@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..errors import EdranFusionError
 
 # Chosen on training series only (evaluation/study.py tune; docs/RESULTS.md), never on validation.
-SPATIAL_SFNN_WINDOW = 3
+SPATIAL_SFNN_WINDOW = 7
 TWO_SCALE_BASE_WINDOW = 31
 TWO_SCALE_ENERGY_WINDOW = 7
 _ACTIVITY_NAME = re.compile(r"activity-p(\d+(?:\.\d+)?)")

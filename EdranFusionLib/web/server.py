@@ -29,7 +29,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..choices import DEFAULT_MODEL, DEVICE_CHOICES, STRATEGY_NAMES
+from ..choices import DEFAULT_MODEL, DEVICE_CHOICES, STRATEGY_NAMES, is_strategy, strategies_offered
 from ..errors import EdranFusionError
 from ..io import volumes
 from ..io.weights import bundled_models, default_strategy_of
@@ -66,10 +66,11 @@ class FusionServer:
     # -- routes -------------------------------------------------------------------------------------------
     async def info(self, _request: Request) -> JSONResponse:
         available = [d for d in DEVICE_CHOICES if d in ("auto", "cpu") or _device_works(d)]
+        defaults = {name: default_strategy_of(name) for name in bundled_models()}
         return JSONResponse({
             "models": {name: card.task for name, card in bundled_models().items()},
-            "strategies": list(STRATEGY_NAMES),
-            "default_strategies": {name: default_strategy_of(name) for name in bundled_models()},
+            "strategies": strategies_offered(defaults.values()),
+            "default_strategies": defaults,
             "devices": {d: device_label(d) for d in available},
             "has_data": self.data.root is not None,
             "max_upload_mb": self.max_upload_bytes // 2**20,
@@ -206,7 +207,7 @@ def _settings(body: dict) -> dict:
     if model not in bundled_models():  # names only: a weights path sent over the network would read server files
         raise EdranFusionError(f"unknown model {model!r}; choose one of {', '.join(bundled_models())}")
     strategy = str(body.get("strategy") or default_strategy_of(model))
-    if strategy not in STRATEGY_NAMES:
+    if not is_strategy(strategy):
         raise EdranFusionError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGY_NAMES)}")
     device = str(body.get("device", "auto"))
     if device not in DEVICE_CHOICES:
