@@ -273,3 +273,7 @@ def test_montage_fuses_validation_pairs(data: Path, finished_run: Path, tmp_path
                       {"ct-mri": weights, "spect-mri": weights, "pet-mri": weights})
     assert [p.name for p in written] == ["montage_ct-mri.png"]
     assert written[0].read_bytes()[:4] == b"\x89PNG"
+    card = tmp_path / "card.json"  # a model card names the validation series instead of the images
+    card.write_text(json.dumps({"data": json.loads((finished_run / "split.json").read_text())}))
+    from_card = montage(data.parent, card, 2, tmp_path / "card", {"ct-mri": weights})
+    assert [p.name for p in from_card] == ["montage_ct-mri.png"]

@@ -6,7 +6,7 @@ on every validation image at the fuser's precision (PSNR and SSIM: Gaussian wind
 ``io.model_files.save_bundled`` into the user's models folder (``--directory EdranFusionLib/weights`` for
 maintainers shipping a bundled model) and copies the run's curves beside them (or to ``--figures``).
 ``promote`` bundles a candidate shipped earlier under another name (same weights, card kept, ``promoted_from``).
-``montage`` fuses a few validation pairs of each task with the shipped models (inputs, fused).
+``montage`` fuses a few validation pairs of each task with the shipped models and their default strategies.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ import torch
 from ..errors import EdranFusionError, exit_status_of
 from ..io.model_files import load_state_dict, model_from_state_dict, save_bundled
 from ..io.user_data import user_models_dir
-from ..io.weights import bundled_models
+from ..io.weights import bundled_models, default_strategy_of
 from ..network.devices import resolve_precision
 from ..network.model import EHDRAN, parameter_count
 from ..version import __version__
-from .datasets import Sample, collect, modality_of, split_by_series
+from .datasets import Sample, collect, modality_of, series_of, split_by_series
 
 FIGURES_DIR = Path(__file__).resolve().parents[2] / "docs" / "figures"
 PAPER_DEPARTURES = (
@@ -264,9 +264,14 @@ def ship_head(run_dir: Path, name: str, directory: Path | None = None) -> Path:
 TASKS = {"CT-MRI": "ct-mri", "SPECT-MRI": "spect-mri", "PET-MRI": "pet-mri"}
 
 
-def _pick_pairs(split: dict, task: str, per_task: int) -> list[str]:
-    """Evenly spaced validation pair names of one task."""
-    names = sorted({n.split("/")[-1] for n in split["val_images"] if n.startswith(f"{task}/")})
+def _pick_pairs(split: dict, data_root: Path, task: str, per_task: int) -> list[str]:
+    """Evenly spaced validation pair names of one task, from a run's split.json or a model card's series."""
+    if "val_images" in split:
+        names = sorted({n.split("/")[-1] for n in split["val_images"] if n.startswith(f"{task}/")})
+    else:
+        series = {str(s) for s in split.get("data", split).get("val_series", [])}
+        folder = data_root / task / "MRI"
+        names = sorted(p.stem for p in folder.glob("*.png") if series_of(p.stem, folder) in series)
     if not names:
         return []
     picks = np.linspace(len(names) * 0.3, len(names) * 0.7, per_task).astype(int)
@@ -275,7 +280,7 @@ def _pick_pairs(split: dict, task: str, per_task: int) -> list[str]:
 
 def montage(data_root: Path, split_file: Path, per_task: int = 3, figures: Path = FIGURES_DIR,
             models: dict[str, str] | None = None) -> list[Path]:
-    """One PNG per task: rows of validation pairs, columns MRI | other modality | fused (SFNN-max).
+    """One PNG per task: rows of validation pairs, columns MRI | other modality | fused (the model's default).
 
     ``models`` maps a task's model name to a bundled name or weights file; by default the bundled task model,
     else ``general``.
@@ -293,7 +298,7 @@ def montage(data_root: Path, split_file: Path, per_task: int = 3, figures: Path 
     models = models or {name: name if name in installed else "general" for name in TASKS.values()}
     written = []
     for task, model_name in TASKS.items():
-        names = _pick_pairs(split, task, per_task)
+        names = _pick_pairs(split, data_root, task, per_task)
         if not names:
             continue
         model = models[model_name]
@@ -302,8 +307,8 @@ def montage(data_root: Path, split_file: Path, per_task: int = 3, figures: Path 
         for row, stem in zip(axes, names):
             mri = np.asarray(Image.open(data_root / task / "MRI" / f"{stem}.png"))
             second = np.asarray(Image.open(data_root / task / other / f"{stem}.png"))
-            fused = fuse_images(mri, second, model=model, strategy="sfnn-max")
-            label = Path(model).stem if model not in installed else model
+            fused = fuse_images(mri, second, model=model)
+            label = f"{Path(model).stem if model not in installed else model}, {default_strategy_of(model)}"
             for axis, image, title in zip(row, (mri, second, fused), ("MRI", other, f"fused ({label})")):
                 axis.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
                 axis.set_title(f"{title} {stem}", fontsize=8)
@@ -346,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     promote_parser.add_argument("--figures", type=Path, default=FIGURES_DIR, help="folder for the curves")
     montage_parser = commands.add_parser("montage", help="fuse validation pairs of each task into PNG montages")
     montage_parser.add_argument("--data", type=Path, required=True, help="the harvard folder")
-    montage_parser.add_argument("--split", type=Path, required=True, help="split.json of the general run")
+    montage_parser.add_argument("--split", type=Path, required=True,
+                                help="split.json of the general run, or its model card")
     args = parser.parse_args(argv)
 
     def work() -> int:
