@@ -581,11 +581,11 @@ class EdranFusionLogic(ScriptedLoadableModuleLogic):
     def choices() -> dict:
         """Names offered in the panel: installed bundled models, fusion strategies and devices (torch-free)."""
         from EdranFusionLib.choices import DEVICE_CHOICES, strategies_offered
-        from EdranFusionLib.io.weights import bundled_models, default_strategy_of
+        from EdranFusionLib.io.weights import bundled_models, card_default_strategy
 
-        models = list(bundled_models())
-        strategies = strategies_offered(default_strategy_of(model) for model in models)
-        return {"model": models, "strategy": strategies, "device": list(DEVICE_CHOICES)}
+        models = bundled_models()
+        strategies = strategies_offered(card_default_strategy(model.card) for model in models.values())
+        return {"model": list(models), "strategy": strategies, "device": list(DEVICE_CHOICES)}
 
     @staticmethod
     def defaultStrategy(model: str) -> str:

@@ -12,7 +12,7 @@ import torch
 from ..choices import GUIDED_STRATEGY, LATENT_RULES, LEARNED_STRATEGY
 from ..fusion.rules import fuse_latents
 from ..fusion.strategies import decode_fused
-from ..io.weights import bundled_models, default_strategy_of
+from ..io.weights import bundled_models, card_default_strategy
 from ..network.devices import resolve_precision
 from ..network.model import EHDRAN, fold_for_inference
 from .speed import SIZE, median_seconds
@@ -31,7 +31,7 @@ def strategy_timings(base: EHDRAN, precision: str = "auto", repeats: int = 3) ->
     rows = {}
     learned = (LEARNED_STRATEGY,) if model.fusion_head is not None else ()
     sources = pair.float().chunk(2)
-    defaults = {name: default_strategy_of(name) for name in bundled_models()}
+    defaults = {name: card_default_strategy(model.card) for name, model in bundled_models().items()}
     timed = (*LATENT_RULES, "activity-p0.5", GUIDED_STRATEGY, *learned, *defaults.values())  # p0.5: an activity member
     for strategy in dict.fromkeys(s for s in timed if s != LEARNED_STRATEGY or learned):
         rule = (median_seconds(lambda s=strategy: fuse_latents(latent_a, latent_b, s), repeats)

@@ -24,7 +24,7 @@ from ..errors import EdranFusionError
 from ..fusion.color import gray_levels, is_colour, recolour
 from ..io import images
 from ..io.atomic import atomic_output, check_output_location
-from ..training.datasets import series_of
+from ..training.datasets import recorded_val_series, series_of
 from .metrics import METRICS, fusion_metrics
 from .montage import MontageRow, write_montage
 
@@ -91,10 +91,9 @@ def _split_series(path: Path) -> set[str]:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise EdranFusionError(f"cannot read split file {path} ({error}); give a split.json or model card") from error
-    nested = [record.get(key) for key in ("split", "data")] if isinstance(record, dict) else []
-    for candidate in (record, *nested):
-        if isinstance(candidate, dict) and isinstance(candidate.get("val_series"), list):
-            return {str(s) for s in candidate["val_series"]}
+    series = recorded_val_series(record)
+    if series is not None:
+        return series
     raise EdranFusionError(f"{path} records no 'val_series'; give the split.json of a training run")
 
 

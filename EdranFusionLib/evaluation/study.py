@@ -101,14 +101,17 @@ def pixel_control(strategy: str, model: str) -> Fuse:
     return learned_pixel_control(model) if strategy == LEARNED_STRATEGY else pixel_rule(strategy)
 
 
+# A tuned setting's name and the module constant the rules read at call time (so the grid can set it).
+_SETTINGS = {"spatial_window": (spatial, "SPATIAL_SFNN_WINDOW"), "base_window": (spatial, "TWO_SCALE_BASE_WINDOW"),
+             "energy_window": (spatial, "TWO_SCALE_ENERGY_WINDOW"), "guided_window": (guided, "GUIDED_WINDOW"),
+             "guided_power": (guided, "GUIDED_POWER"), "guided_levels": (guided, "GUIDED_LEVELS"),
+             "detail_window": (guided, "GUIDED_DETAIL_WINDOW")}
+
+
 def _set_windows(candidate: dict) -> None:
-    spatial.SPATIAL_SFNN_WINDOW = candidate.get("spatial_window", spatial.SPATIAL_SFNN_WINDOW)
-    spatial.TWO_SCALE_BASE_WINDOW = candidate.get("base_window", spatial.TWO_SCALE_BASE_WINDOW)
-    spatial.TWO_SCALE_ENERGY_WINDOW = candidate.get("energy_window", spatial.TWO_SCALE_ENERGY_WINDOW)
-    guided.GUIDED_WINDOW = candidate.get("guided_window", guided.GUIDED_WINDOW)
-    guided.GUIDED_POWER = candidate.get("guided_power", guided.GUIDED_POWER)
-    guided.GUIDED_LEVELS = candidate.get("guided_levels", guided.GUIDED_LEVELS)
-    guided.GUIDED_DETAIL_WINDOW = candidate.get("detail_window", guided.GUIDED_DETAIL_WINDOW)
+    for key, (module, constant) in _SETTINGS.items():
+        if key in candidate:
+            setattr(module, constant, candidate[key])
 
 
 def _candidate_methods(model: str) -> tuple[list[Method], dict[str, dict]]:
@@ -166,9 +169,9 @@ def choose_defaults(rows: list[dict], candidates: dict[str, dict]) -> dict[str, 
     The learned head is not a candidate: the training pairs are its own training data."""
     wins = {label: {task: beats_both_baselines([r for r in rows if r["task"] == task], label) for task in TASKS}
             for label in candidates}
-    control = {label: {task: metrics_beaten(paired_comparison([r for r in rows if r["task"] == task], label,
-                                                              control_of(label, candidates[label]["strategy"])))
-                       for task in TASKS} for label in candidates}
+    control = {label: {task: beats_its_control([r for r in rows if r["task"] == task], label,
+                                               candidates[label]["strategy"]) for task in TASKS}
+               for label in candidates}
 
     def entry(label: str) -> dict:
         return {"label": label, **candidates[label], "beats_both_baselines": wins[label],
@@ -182,22 +185,14 @@ def choose_defaults(rows: list[dict], candidates: dict[str, dict]) -> dict[str, 
     return defaults
 
 
-# A tuned setting's name and the value the code fuses with (read when asked: the tuning grid changes them).
-_CODE_SETTINGS = {"spatial_window": lambda: spatial.SPATIAL_SFNN_WINDOW,
-                  "base_window": lambda: spatial.TWO_SCALE_BASE_WINDOW,
-                  "energy_window": lambda: spatial.TWO_SCALE_ENERGY_WINDOW,
-                  "guided_window": lambda: guided.GUIDED_WINDOW, "guided_power": lambda: guided.GUIDED_POWER,
-                  "guided_levels": lambda: guided.GUIDED_LEVELS, "detail_window": lambda: guided.GUIDED_DETAIL_WINDOW}
-
-
 def apply_defaults(out: Path, directory: Path) -> dict[str, str]:
     """Write tune.json's defaults into the bundled cards as ``default_strategy`` (with the evidence); refuses when
     a chosen rule's tuned settings are not the ones in the code, which fuses with the code's."""
     tuned = json.loads((out / "tune.json").read_text())
     written = {}
     for model, choice in tuned["defaults"].items():
-        settings = {key: value for key, value in choice.items() if key in _CODE_SETTINGS}
-        differing = {key: value for key, value in settings.items() if _CODE_SETTINGS[key]() != value}
+        differing = {key: value for key, value in choice.items()
+                     if key in _SETTINGS and getattr(*_SETTINGS[key]) != value}
         if differing:
             raise EdranFusionError(f"{model}'s default {choice['label']} was tuned with {differing}; set these in "
                                    "fusion/spatial.py or fusion/guided.py first")
@@ -285,6 +280,11 @@ def beats_both_baselines(task_rows: list[dict], method: str) -> list[str]:
                    for ref in ("pixel-average", "pixel-max"))]
 
 
+def beats_its_control(task_rows: list[dict], label: str, strategy: str) -> list[str]:
+    """Target metrics on which ``label``'s mean beats its own pixel-domain control's."""
+    return metrics_beaten(paired_comparison(task_rows, label, control_of(label, strategy)))
+
+
 def target_summary(rows: list[dict], methods: Sequence[str]) -> list[str]:
     """Markdown lines: per method and task, the target metrics on which it beats both pixel baselines."""
     lines = ["## Target: metrics beating both pixel average and pixel max", "",
@@ -309,7 +309,7 @@ def defaults_summary(rows: list[dict], defaults: dict[str, dict]) -> list[str]:
         task_rows = [r for r in rows if r["task"] == task]
         label = defaults[model]["strategy"]
         both = beats_both_baselines(task_rows, label)
-        control = metrics_beaten(paired_comparison(task_rows, label, control_of(label, label)))
+        control = beats_its_control(task_rows, label, label)
         met = "yes" if len(both) >= TARGET_WINS and len(control) > len(TARGET_METRICS) / 2 else "no"
         lines.append(f"| {model} | {label} | {len(both)} ({', '.join(both) or '-'}) | "
                      f"{len(control)} ({', '.join(control) or '-'}) | {met} |")

@@ -95,9 +95,13 @@ def card_of(model: object) -> dict | None:
         return None
 
 
-def default_strategy_of(model: object) -> str:
-    """The strategy a model fuses with when none is asked for: its card's ``default_strategy`` (bundled cards: the
-    rule chosen for the model's task on training series, evaluation/study.py), else the paper's sfnn-max."""
-    card = card_of(model) or {}
-    chosen = card.get("default_strategy")
+def card_default_strategy(card: dict | None) -> str:
+    """A card's ``default_strategy`` (bundled cards: the rule chosen for the model's task on training series,
+    evaluation/study.py), else the paper's sfnn-max (no card, or a name this version does not know)."""
+    chosen = (card or {}).get("default_strategy")
     return chosen if isinstance(chosen, str) and is_strategy(chosen) else DEFAULT_STRATEGY
+
+
+def default_strategy_of(model: object) -> str:
+    """The strategy a model (installed name, weights file or model object) fuses with when none is asked for."""
+    return card_default_strategy(card_of(model))

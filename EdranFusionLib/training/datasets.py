@@ -51,6 +51,15 @@ def series_of(stem: str, where: Path) -> str:
     return match.group(1)
 
 
+def recorded_val_series(record: object) -> set[str] | None:
+    """The validation series a run's split.json or a model card records (at the top, or under "split" or "data")."""
+    nested = [record.get(key) for key in ("split", "data")] if isinstance(record, dict) else []
+    for candidate in (record, *nested):
+        if isinstance(candidate, dict) and isinstance(candidate.get("val_series"), list):
+            return {str(s) for s in candidate["val_series"]}
+    return None
+
+
 def load_gray(path: Path) -> np.ndarray:
     """An image file as float32 [0,1], normalised exactly as the fuser normalises it (colour: the Y channel)."""
     gray, window = luminance_window(read_image(path), f"image {path}")

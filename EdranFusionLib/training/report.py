@@ -30,7 +30,7 @@ from ..io.weights import bundled_models, default_strategy_of
 from ..network.devices import resolve_precision
 from ..network.model import EHDRAN, parameter_count
 from ..version import __version__
-from .datasets import Sample, collect, modality_of, series_of, split_by_series
+from .datasets import Sample, collect, modality_of, recorded_val_series, series_of, split_by_series
 
 FIGURES_DIR = Path(__file__).resolve().parents[2] / "docs" / "figures"
 PAPER_DEPARTURES = (
@@ -269,7 +269,7 @@ def _pick_pairs(split: dict, data_root: Path, task: str, per_task: int) -> list[
     if "val_images" in split:
         names = sorted({n.split("/")[-1] for n in split["val_images"] if n.startswith(f"{task}/")})
     else:
-        series = {str(s) for s in split.get("data", split).get("val_series", [])}
+        series = recorded_val_series(split) or set()
         folder = data_root / task / "MRI"
         names = sorted(p.stem for p in folder.glob("*.png") if series_of(p.stem, folder) in series)
     if not names:

@@ -32,7 +32,7 @@ from starlette.staticfiles import StaticFiles
 from ..choices import DEFAULT_MODEL, DEVICE_CHOICES, STRATEGY_NAMES, is_strategy, strategies_offered
 from ..errors import EdranFusionError
 from ..io import volumes
-from ..io.weights import bundled_models, default_strategy_of
+from ..io.weights import bundled_models, card_default_strategy, default_strategy_of
 from ..network.devices import resolve_device
 from .access import CLIENT_HEADER, AccessGuard, is_loopback
 from .assets import STATIC_DIR, check_assets
@@ -66,7 +66,7 @@ class FusionServer:
     # -- routes -------------------------------------------------------------------------------------------
     async def info(self, _request: Request) -> JSONResponse:
         available = [d for d in DEVICE_CHOICES if d in ("auto", "cpu") or _device_works(d)]
-        defaults = {name: default_strategy_of(name) for name in bundled_models()}
+        defaults = {name: card_default_strategy(model.card) for name, model in bundled_models().items()}
         return JSONResponse({
             "models": {name: card.task for name, card in bundled_models().items()},
             "strategies": strategies_offered(defaults.values()),
