@@ -302,13 +302,14 @@ def montage(data_root: Path, split_file: Path, per_task: int = 3, figures: Path 
         if not names:
             continue
         model = models[model_name]
+        strategy = default_strategy_of(model)
+        label = f"{Path(model).stem if model not in installed else model}, {strategy}"
         other = task.split("-")[0]
         figure, axes = plt.subplots(len(names), 3, figsize=(7.5, 2.6 * len(names)), squeeze=False)
         for row, stem in zip(axes, names):
             mri = np.asarray(Image.open(data_root / task / "MRI" / f"{stem}.png"))
             second = np.asarray(Image.open(data_root / task / other / f"{stem}.png"))
-            fused = fuse_images(mri, second, model=model)
-            label = f"{Path(model).stem if model not in installed else model}, {default_strategy_of(model)}"
+            fused = fuse_images(mri, second, model=model, strategy=strategy)
             for axis, image, title in zip(row, (mri, second, fused), ("MRI", other, f"fused ({label})")):
                 axis.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
                 axis.set_title(f"{title} {stem}", fontsize=8)

@@ -66,9 +66,10 @@ class FusionServer:
     # -- routes -------------------------------------------------------------------------------------------
     async def info(self, _request: Request) -> JSONResponse:
         available = [d for d in DEVICE_CHOICES if d in ("auto", "cpu") or _device_works(d)]
-        defaults = {name: card_default_strategy(model.card) for name, model in bundled_models().items()}
+        models = bundled_models()
+        defaults = {name: card_default_strategy(model.card) for name, model in models.items()}
         return JSONResponse({
-            "models": {name: card.task for name, card in bundled_models().items()},
+            "models": {name: model.task for name, model in models.items()},
             "strategies": strategies_offered(defaults.values()),
             "default_strategies": defaults,
             "devices": {d: device_label(d) for d in available},
