@@ -20,7 +20,11 @@ LATENT_RULES = PAPER_STRATEGIES + SPATIAL_STRATEGIES
 LEARNED_STRATEGY = "learned"
 # Beyond the paper: the latents weigh, the sources' own pyramids are fused (fusion/guided.py).
 GUIDED_STRATEGY = "guided-pyramid"
-STRATEGY_NAMES = LATENT_RULES + (GUIDED_STRATEGY, LEARNED_STRATEGY)
+# Beyond the paper: the decoded activity fusion pulled toward the sources' pixel maximum (fusion/anchored.py).
+ANCHORED_STRATEGY = "max-anchored"
+# Strategies that read the source images as well as their latents.
+SOURCE_STRATEGIES = (GUIDED_STRATEGY, ANCHORED_STRATEGY)
+STRATEGY_NAMES = LATENT_RULES + SOURCE_STRATEGIES + (LEARNED_STRATEGY,)
 DEFAULT_STRATEGY = "sfnn-max"
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")

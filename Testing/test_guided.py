@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from EdranFusionLib.errors import EdranFusionError
-from EdranFusionLib.evaluation.comparison import latent_methods, pixel_rule
+from EdranFusionLib.evaluation.comparison import pixel_rule
 from EdranFusionLib.fusion.fuser import fuse_stacks
 from EdranFusionLib.fusion.guided import (
     collapse,
@@ -14,8 +13,6 @@ from EdranFusionLib.fusion.guided import (
     laplacian_pyramid,
     pyramid_blend,
 )
-from EdranFusionLib.fusion.rules import fuse_latents
-from EdranFusionLib.fusion.strategies import decode_fused
 
 GUIDED = "guided-pyramid"
 
@@ -65,33 +62,18 @@ def test_details_come_from_the_source_with_the_stronger_edge():
     assert fused[..., 8, 16] - fused[..., 8, 15] > 0.35
 
 
-def test_is_not_a_rule_on_latents_alone(model):
-    f = torch.rand(1, 128, 8, 8)
-    with pytest.raises(EdranFusionError, match="not a rule on latents alone"):
-        fuse_latents(f, f, GUIDED)
-    with pytest.raises(EdranFusionError, match="needs the source images"):
-        decode_fused(model, f, f, GUIDED)
-
-
 def test_fuser_keeps_source_pixels_in_float32(model):
     a = np.random.default_rng(0).random((3, 24, 36), dtype=np.float32)
     fused = fuse_stacks(a, a.copy(), model, strategy=GUIDED, precision="bf16", batch_size=2)
     np.testing.assert_allclose(fused, a, atol=1e-5)  # bf16 latents weigh; the pixels are not rounded to bf16
 
 
-def test_fuser_and_evaluation_agree_and_the_control_weighs_by_intensity(model_path):
+def test_the_control_weighs_by_intensity():
     rng = np.random.default_rng(1)
     a, b = (rng.integers(0, 256, (40, 48), dtype=np.uint8) for _ in range(2))
-    from EdranFusionLib.fusion.pipeline import as_model
-
-    network = as_model(str(model_path))
-    fused = fuse_stacks(a[None] / 255.0, b[None] / 255.0, network, strategy=GUIDED, precision="fp32")[0]
-    evaluated = latent_methods(str(model_path), [GUIDED])[0].fuse("x", a, b)
-    assert np.abs(np.rint(np.clip(fused, 0, 1) * 255) - evaluated).max() <= 1
     ya, yb = (torch.from_numpy(x / 255.0).float()[None, None] for x in (a, b))
     control = pyramid_blend(ya, yb, guided_weights(ya, yb, ya, yb))[0, 0].clamp(0, 1).numpy() * 255
     np.testing.assert_array_equal(pixel_rule(GUIDED)("x", a, b), np.rint(control).astype(np.uint8))
-    assert not np.array_equal(evaluated, pixel_rule(GUIDED)("x", a, b))
 
 
 def test_a_detail_window_keeps_one_source_over_a_region_instead_of_alternating_per_pixel():

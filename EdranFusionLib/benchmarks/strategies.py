@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..choices import GUIDED_STRATEGY, LATENT_RULES, LEARNED_STRATEGY
+from ..choices import LATENT_RULES, LEARNED_STRATEGY, SOURCE_STRATEGIES
 from ..fusion.rules import fuse_latents
 from ..fusion.strategies import decode_fused
 from ..io.weights import bundled_models, card_default_strategy
@@ -32,10 +32,12 @@ def strategy_timings(base: EHDRAN, precision: str = "auto", repeats: int = 3) ->
     learned = (LEARNED_STRATEGY,) if model.fusion_head is not None else ()
     sources = pair.float().chunk(2)
     defaults = {name: card_default_strategy(model.card) for name, model in bundled_models().items()}
-    timed = (*LATENT_RULES, "activity-p0.5", GUIDED_STRATEGY, *learned, *defaults.values())  # p0.5: an activity member
+    # activity-p0.5: one member of the activity family
+    timed = (*LATENT_RULES, "activity-p0.5", *SOURCE_STRATEGIES, *learned, *defaults.values())
     for strategy in dict.fromkeys(s for s in timed if s != LEARNED_STRATEGY or learned):
+        has_rule_step = strategy != LEARNED_STRATEGY and strategy not in SOURCE_STRATEGIES
         rule = (median_seconds(lambda s=strategy: fuse_latents(latent_a, latent_b, s), repeats)
-                if strategy not in (GUIDED_STRATEGY, LEARNED_STRATEGY) else None)  # no separate rule step
+                if has_rule_step else None)
         decode = median_seconds(lambda s=strategy: decode_fused(model, latent_a, latent_b, s, sources), repeats)
         rows[strategy] = {"rule_seconds": rule, "seconds_per_pair": encode + decode}
     reference = rows["sfnn-max"]["seconds_per_pair"]

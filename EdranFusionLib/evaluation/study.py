@@ -1,11 +1,11 @@
 """The spatial-rule study (beyond the paper): tune on training series, score the validation series once.
 
 ``tune``: a small grid of hyper-parameters (activity exponent p, two-scale windows, spatial-SFNN window, the guided
-pyramid's P, window and levels) on pairs of the TRAINING series of every task; the choice is the candidate beating
-both pixel average and pixel max on the most target metrics in its worst task. ``score``: the chosen rules, their
-pixel-domain controls, the p sweep for the PSNR-Qabf figure, the paper's sfnn-max and the pixel baselines on the
-VALIDATION series, with paired wins and bootstrap intervals, montages and the trade-off figure. Run as ``python -m
-EdranFusionLib.evaluation.study tune|score --data HARVARD --out FOLDER``.
+pyramid's P, window and levels, max-anchored fusion's P and weight) on pairs of the TRAINING series of every task;
+the choice is the candidate beating both pixel average and pixel max on the most target metrics in its worst task.
+``score``: the chosen rules, their pixel-domain controls, the p sweep for the PSNR-Qabf figure, the paper's sfnn-max
+and the pixel baselines on the VALIDATION series, with paired wins and bootstrap intervals, montages and the
+trade-off figure. Run as ``python -m EdranFusionLib.evaluation.study tune|score --data HARVARD --out FOLDER``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..choices import GUIDED_STRATEGY, LEARNED_STRATEGY
+from ..choices import ANCHORED_STRATEGY, GUIDED_STRATEGY, LEARNED_STRATEGY
 from ..errors import EdranFusionError, exit_status_of
-from ..fusion import guided, spatial
+from ..fusion import anchored, guided, spatial
 from ..io import images
 from ..io.atomic import atomic_output
 from ..io.weights import WEIGHTS_DIR, installed_models
@@ -105,7 +105,8 @@ def pixel_control(strategy: str, model: str) -> Fuse:
 _SETTINGS = {"spatial_window": (spatial, "SPATIAL_SFNN_WINDOW"), "base_window": (spatial, "TWO_SCALE_BASE_WINDOW"),
              "energy_window": (spatial, "TWO_SCALE_ENERGY_WINDOW"), "guided_window": (guided, "GUIDED_WINDOW"),
              "guided_power": (guided, "GUIDED_POWER"), "guided_levels": (guided, "GUIDED_LEVELS"),
-             "detail_window": (guided, "GUIDED_DETAIL_WINDOW")}
+             "detail_window": (guided, "GUIDED_DETAIL_WINDOW"), "anchor_power": (anchored, "ANCHOR_POWER"),
+             "anchor_weight": (anchored, "ANCHOR_WEIGHT")}
 
 
 def _set_windows(candidate: dict) -> None:
@@ -124,6 +125,9 @@ def _candidate_methods(model: str) -> tuple[list[Method], dict[str, dict]]:
     candidates |= {f"guided-pyramid-p{p:g}w{w}n{n}d{d}": {"strategy": GUIDED_STRATEGY, "guided_power": p,
                                                          "guided_window": w, "guided_levels": n, "detail_window": d}
                    for p in (0.5, 1.0, 2.0) for w in (7, 31) for n in (1, 2, 3) for d in (1, 5)}
+    candidates |= {f"max-anchored-p{p:g}a{w:g}": {"strategy": ANCHORED_STRATEGY, "anchor_power": p,
+                                                  "anchor_weight": w}
+                   for p in (0.5, 1.0, 2.0) for w in (0.25, 0.5, 0.75)}
     shared = latent_methods(model, [c["strategy"] for c in candidates.values()], list(candidates))
     own = {label: c for label, c in candidates.items() if control_of(label, c["strategy"]) != "pixel-average"}
     controls = [Method(f"pixel-{label}", pixel_rule(c["strategy"])) for label, c in own.items()]
@@ -151,7 +155,7 @@ def tune(data: Path, out: Path, pairs: int) -> dict:
         rows += _score(data, task, task_pairs(data, task, False, pairs), methods + baselines)[0]
     scores = {label: _worst_task_wins(rows, label) for label in candidates}
     chosen = {}
-    for family in ("activity", "two-scale", "spatial-sfnn", GUIDED_STRATEGY):
+    for family in ("activity", "two-scale", "spatial-sfnn", GUIDED_STRATEGY, ANCHORED_STRATEGY):
         best = max((label for label in scores if label.startswith(family)), key=lambda label: scores[label])
         chosen[family] = {"label": best, **candidates[best]}
     defaults = choose_defaults(rows, {PAPER_DEFAULT: candidates[PAPER_DEFAULT],
@@ -218,8 +222,9 @@ def score(data: Path, out: Path, pairs: int, montage: int = 2, pixel_heads: Path
     --on-pixels``), scored as ``pixel-head``: the learned head's control trained without the encoder."""
     tuned = json.loads((out / "tune.json").read_text())
     chosen = tuned["chosen"]
-    _set_windows({**chosen["two-scale"], **chosen["spatial-sfnn"], **chosen[GUIDED_STRATEGY]})
-    rules = ["spatial-sfnn", chosen["activity"]["strategy"], "two-scale", GUIDED_STRATEGY]
+    _set_windows({**chosen["two-scale"], **chosen["spatial-sfnn"], **chosen[GUIDED_STRATEGY],
+                  **chosen[ANCHORED_STRATEGY]})
+    rules = ["spatial-sfnn", chosen["activity"]["strategy"], "two-scale", GUIDED_STRATEGY, ANCHORED_STRATEGY]
     if all(has_fusion_head(model) for model in TASKS.values()):
         rules.append(LEARNED_STRATEGY)
     sweep = [f"activity-p{p:g}" for p in P_SWEEP]

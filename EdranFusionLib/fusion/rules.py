@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..choices import DEFAULT_STRATEGY, GUIDED_STRATEGY, LATENT_RULES, LEARNED_STRATEGY
+from ..choices import DEFAULT_STRATEGY, LATENT_RULES, LEARNED_STRATEGY, SOURCE_STRATEGIES
 from ..errors import EdranFusionError
 from .sfnn import sfnn_weights
 from .spatial import fuse_spatial
@@ -22,7 +22,7 @@ def _elementwise_ratio(activity_a: torch.Tensor, activity_b: torch.Tensor) -> to
 
 
 def fuse_latents(fa: torch.Tensor, fb: torch.Tensor, strategy: str = DEFAULT_STRATEGY) -> torch.Tensor:
-    """Fuse two latent batches with one of :data:`LATENT_RULES` (``learned`` and ``guided-pyramid``: strategies.py).
+    """Fuse two latent batches with one of :data:`LATENT_RULES` (the others, which need more: strategies.py).
 
     - ``sfnn-*``: W_a f_a + W_b f_b with the SFNN weights (weights applied to the pre-softmax features).
     - ``fer``: feature energy ratio (MSRPAN), element-wise weight f_a^2 / (f_a^2 + f_b^2).
@@ -47,7 +47,7 @@ def fuse_latents(fa: torch.Tensor, fb: torch.Tensor, strategy: str = DEFAULT_STR
         return torch.maximum(fa, fb)
     elif (fused := fuse_spatial(fa, fb, strategy)) is not None:
         return fused
-    elif strategy in (LEARNED_STRATEGY, GUIDED_STRATEGY):
+    elif strategy == LEARNED_STRATEGY or strategy in SOURCE_STRATEGIES:
         raise EdranFusionError(f"strategy '{strategy}' is not a rule on latents alone; fuse through the fuser or "
                                "fusion.strategies.decode_fused")
     else:
