@@ -49,7 +49,9 @@ def test_identical_sources_stay_put_in_the_control():
 
 def test_the_control_is_the_pixel_activity_blend_anchored_the_same_way():
     ya, yb = _images(4).chunk(2)
-    blend = (ya * ya + yb * yb) / (ya + yb).clamp_min(1e-12)  # activity p1 on pixels: |a| / (|a| + |b|) weights
+    p = anchored.ANCHOR_POWER
+    weight = ya**p / (ya**p + yb**p)  # the activity rule on pixels: W = |a|^P / (|a|^P + |b|^P)
+    blend = weight * ya + (1 - weight) * yb
     expected = (1 - anchored.ANCHOR_WEIGHT) * blend + anchored.ANCHOR_WEIGHT * torch.maximum(ya, yb)
     torch.testing.assert_close(pixel_anchored(ya, yb), expected, atol=1e-5, rtol=0)
 
