@@ -11,8 +11,8 @@ DEFAULT_MODEL = "general"
 KNOWN_MODELS = ("ct-mri", "spect-mri", "pet-mri", "general")
 PAPER_STRATEGIES = ("sfnn-max", "sfnn-mean", "sfnn-sum", "sfnn-identity", "fer", "fl1n", "average", "max")
 # Beyond the paper (fusion/spatial.py): weights that vary per pixel. The tempered activity family
-# ``activity-p<P>`` (0 <= P <= 8) is accepted by name by the API and the evaluate command; P = 1 (chosen on
-# training series, docs/RESULTS.md) is ``fl1n`` itself, so no member is listed twice here.
+# ``activity-p<P>`` (0 <= P <= 8) is accepted by name by the API and the evaluate command; P = 1 is ``fl1n`` and
+# P = 2 (chosen on training series, docs/RESULTS.md) is ``fer`` itself, so no member is listed twice here.
 SPATIAL_STRATEGIES = ("spatial-sfnn", "two-scale")
 # Parameter-free rules on two latents (fusion/rules.py).
 LATENT_RULES = PAPER_STRATEGIES + SPATIAL_STRATEGIES
