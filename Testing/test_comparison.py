@@ -43,7 +43,8 @@ def test_pixel_rules_match_the_pixel_baselines_and_keep_colour():
 
 
 def test_target_summary_counts_metrics_beating_both_pixel_baselines_per_task() -> None:
-    from EdranFusionLib.evaluation.study import TASKS, beats_both_baselines, target_summary
+    from EdranFusionLib.evaluation.study_report import target_summary
+    from EdranFusionLib.evaluation.study_target import TASKS, beats_both_baselines
 
     rows = []
     for task in TASKS:

@@ -16,6 +16,8 @@ from EdranFusionLib import fuse_images
 from EdranFusionLib.choices import DEFAULT_STRATEGY
 from EdranFusionLib.errors import EdranFusionError
 from EdranFusionLib.evaluation import study
+from EdranFusionLib.evaluation.comparison import TARGET_METRICS
+from EdranFusionLib.evaluation.study_target import TASKS
 from EdranFusionLib.fusion.pipeline import as_model
 from EdranFusionLib.fusion.provenance import from_text_fields
 from EdranFusionLib.io.images import read_image_metadata
@@ -107,14 +109,14 @@ def test_every_default_is_offered_where_strategies_are_listed():
 
 def _rows(scores: dict[str, dict[str, list[float]]]) -> list[dict]:
     """Study rows of one pair per task: ``scores[method][task]`` is its five target metrics."""
-    return [{"task": task, "pair": "p", "method": method, **dict(zip(study.TARGET_METRICS, values))}
+    return [{"task": task, "pair": "p", "method": method, **dict(zip(TARGET_METRICS, values))}
             for method, per_task in scores.items() for task, values in per_task.items()]
 
 
 def test_the_study_chooses_per_task_by_wins_then_control_and_general_by_its_worst_task():
     low, high = [0.0] * 5, [1.0] * 5
     three = [1.0, 1.0, 1.0, 0.0, 0.0]
-    tasks = list(study.TASKS)
+    tasks = list(TASKS)
     scores = {
         "pixel-average": dict.fromkeys(tasks, low), "pixel-max": dict.fromkeys(tasks, low),
         "sfnn-max": dict.fromkeys(tasks, three),  # 3 everywhere; its control is the pixel average
@@ -126,10 +128,10 @@ def test_the_study_chooses_per_task_by_wins_then_control_and_general_by_its_wors
     candidates = {"sfnn-max": {"strategy": "sfnn-max"}, "guided-pyramid-x": {"strategy": "guided-pyramid"},
                   "activity-p1": {"strategy": "activity-p1"}}
     defaults = study.choose_defaults(_rows(scores), candidates)
-    models = list(study.TASKS.values())
+    models = list(TASKS.values())
     assert [defaults[m]["strategy"] for m in models] == ["sfnn-max", "guided-pyramid", "guided-pyramid"]
     assert defaults["general"]["strategy"] == "sfnn-max"  # guided-pyramid's worst task has no win
-    assert defaults[models[1]]["beats_both_baselines"][tasks[1]] == list(study.TARGET_METRICS)
+    assert defaults[models[1]]["beats_both_baselines"][tasks[1]] == list(TARGET_METRICS)
 
 
 def test_apply_writes_the_defaults_into_cards_and_refuses_settings_the_code_does_not_use(tmp_path: Path,
@@ -154,5 +156,5 @@ def test_apply_writes_the_defaults_into_cards_and_refuses_settings_the_code_does
     as_model(tmp_path / "ct-mri.pt")  # the card's sha256 still matches its weights
     choice["guided_window"] = guided.GUIDED_WINDOW + 2
     (tmp_path / "tune.json").write_text(json.dumps(tune))
-    with pytest.raises(EdranFusionError, match="guided_window"):
+    with pytest.raises(EdranFusionError, match="guided_window.*set these in fusion/guided.py first"):
         study.apply_defaults(tmp_path, tmp_path)
