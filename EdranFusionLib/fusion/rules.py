@@ -12,13 +12,10 @@ import torch
 from ..choices import DEFAULT_STRATEGY, LATENT_RULES, LEARNED_STRATEGY, SOURCE_STRATEGIES
 from ..errors import EdranFusionError
 from .sfnn import sfnn_weights
-from .spatial import fuse_spatial
+from .spatial import fuse_activity, fuse_spatial
 
-
-def _elementwise_ratio(activity_a: torch.Tensor, activity_b: torch.Tensor) -> torch.Tensor:
-    """activity_a / (activity_a + activity_b), 1/2 where both are zero."""
-    total = activity_a + activity_b
-    return torch.where(total > 0, activity_a / total.clamp_min(torch.finfo(total.dtype).tiny), 0.5)
+# The paper's element-wise comparison rules, W = |f_a|^P / (|f_a|^P + |f_b|^P): FER squares, FL1N takes |f|.
+ACTIVITY_MEMBERS = {"fer": 2.0, "fl1n": 1.0}
 
 
 def fuse_latents(fa: torch.Tensor, fb: torch.Tensor, strategy: str = DEFAULT_STRATEGY) -> torch.Tensor:
@@ -37,10 +34,8 @@ def fuse_latents(fa: torch.Tensor, fb: torch.Tensor, strategy: str = DEFAULT_STR
     if strategy.startswith("sfnn-") and strategy in LATENT_RULES:
         wa, wb = sfnn_weights(fa, fb, strategy.removeprefix("sfnn-"))
         return (fa * wa + fb * wb).to(fa.dtype)  # float32 weights promote the products to float32
-    if strategy == "fer":
-        wa = _elementwise_ratio(fa.float().square(), fb.float().square())
-    elif strategy == "fl1n":
-        wa = _elementwise_ratio(fa.float().abs(), fb.float().abs())
+    if strategy in ACTIVITY_MEMBERS:  # fer and fl1n are the activity family's P = 2 and P = 1
+        return fuse_activity(fa, fb, ACTIVITY_MEMBERS[strategy])
     elif strategy == "average":
         return (fa + fb) / 2
     elif strategy == "max":
@@ -52,4 +47,3 @@ def fuse_latents(fa: torch.Tensor, fb: torch.Tensor, strategy: str = DEFAULT_STR
                                "fusion.strategies.decode_fused")
     else:
         raise EdranFusionError(f"unknown strategy '{strategy}'; choose one of {', '.join(LATENT_RULES)}")
-    return (wa * fa.float() + (1 - wa) * fb.float()).to(fa.dtype)
