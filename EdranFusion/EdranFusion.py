@@ -360,6 +360,7 @@ class EdranFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 if combo.findText(value) < 0:
                     combo.addItem(value)  # e.g. a model saved with the scene that is not installed here
                 combo.setCurrentText(value)
+            self.ui.strategyComboBox.toolTip = self.logic.describeStrategy(self._parameterNode.strategy)
             if self.ui.weightsPathLineEdit.currentPath != self._parameterNode.weightsFile:
                 self.ui.weightsPathLineEdit.currentPath = self._parameterNode.weightsFile
         finally:
@@ -593,6 +594,13 @@ class EdranFusionLogic(ScriptedLoadableModuleLogic):
         from EdranFusionLib.io.weights import default_strategy_of
 
         return default_strategy_of(model)
+
+    @staticmethod
+    def describeStrategy(strategy: str) -> str:
+        """What ``strategy`` does, and whether it is the paper's method, in one line (torch-free)."""
+        from EdranFusionLib.choices import strategy_description
+
+        return strategy_description(strategy)
 
     @staticmethod
     def describeDevice(device: str) -> str:

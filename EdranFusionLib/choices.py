@@ -26,6 +26,24 @@ ANCHORED_STRATEGY = "max-anchored"
 SOURCE_STRATEGIES = (GUIDED_STRATEGY, ANCHORED_STRATEGY)
 STRATEGY_NAMES = LATENT_RULES + SOURCE_STRATEGIES + (LEARNED_STRATEGY,)
 DEFAULT_STRATEGY = "sfnn-max"
+# One line per strategy for the Slicer panel and the web page: what it does, and whether it is the paper's.
+STRATEGY_DESCRIPTIONS = {
+    "sfnn-max": "the paper's method (SFNN): one weight per image from the nuclear norms of its softmax maps, "
+                "max over channels",
+    "sfnn-mean": "the paper's SFNN with the mean over channels",
+    "sfnn-sum": "the paper's SFNN with the sum over channels (the same weights as the mean)",
+    "sfnn-identity": "the paper's SFNN with one weight per channel",
+    "fer": "compared in the paper: feature energy ratio, weight f_a^2 / (f_a^2 + f_b^2) per element",
+    "fl1n": "compared in the paper: L1-norm weight |f_a| / (|f_a| + |f_b|) per element",
+    "average": "compared in the paper: the mean of the two latents",
+    "max": "compared in the paper: the element-wise maximum of the two latents",
+    "spatial-sfnn": "beyond the paper: SFNN's channel softmax, its activity taken per window, one weight per pixel",
+    "two-scale": "beyond the paper: the latents' smooth bases averaged, their detail weighted by local energy",
+    "guided-pyramid": "beyond the paper: the latents weigh, the sources' own Laplacian pyramids are fused "
+                      "(no decoder)",
+    "max-anchored": "beyond the paper: the decoded activity fusion pulled toward the sources' pixel maximum",
+    "learned": "beyond the paper: a trained head predicts per-pixel weights from both latents and decodes them",
+}
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
@@ -34,6 +52,16 @@ def strategies_offered(defaults: Iterable[str] = ()) -> list[str]:
     """The strategies to list for users: the named ones, then any models' default not among them (a member of the
     activity family chosen as a default, e.g. ``activity-p1``)."""
     return list(dict.fromkeys([*STRATEGY_NAMES, *(name for name in defaults if is_strategy(name))]))
+
+
+def strategy_description(name: str) -> str:
+    """One line saying what ``name`` does (any ``activity-p<P>`` included); "" for a name this version lacks."""
+    if name in STRATEGY_DESCRIPTIONS:
+        return STRATEGY_DESCRIPTIONS[name]
+    if is_strategy(name):
+        power = name.removeprefix("activity-p")
+        return f"beyond the paper: tempered activity weight |f_a|^{power} / (|f_a|^{power} + |f_b|^{power}) per element"
+    return ""
 
 
 def strategy_argument(name: str) -> str:

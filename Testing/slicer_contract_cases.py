@@ -292,6 +292,7 @@ def test_panel_opens_with_an_empty_weights_field_and_says_what_is_missing(panel)
 
 
 def test_panel_selects_each_models_own_default_strategy(panel, tmp_path):
+    from EdranFusionLib.choices import strategy_description
     from EdranFusionLib.io.model_files import save_bundled
     from EdranFusionLib.io.weights import default_strategy_of
 
@@ -299,8 +300,10 @@ def test_panel_selects_each_models_own_default_strategy(panel, tmp_path):
     assert panel._parameterNode.strategy == panel.ui.strategyComboBox.currentText == general
     panel.ui.modelComboBox.setCurrentText("ct-mri")
     assert panel._parameterNode.strategy == panel.ui.strategyComboBox.currentText == default_strategy_of("ct-mri")
+    assert panel.ui.strategyComboBox.toolTip == strategy_description(default_strategy_of("ct-mri")) != ""
     panel.ui.strategyComboBox.setCurrentText("fer")  # the user's own choice is kept while the model stays
     assert panel._parameterNode.strategy == "fer"
+    assert panel.ui.strategyComboBox.toolTip.startswith("compared in the paper")  # says what the choice does
     carded = save_bundled(EHDRAN().eval(), "carded", "ct-mri", {"default_strategy": "average"}, tmp_path)
     panel.ui.modelComboBox.setCurrentText(module.WEIGHTS_FILE_CHOICE)
     panel.ui.weightsPathLineEdit.currentPath = str(carded)

@@ -158,3 +158,15 @@ def test_apply_writes_the_defaults_into_cards_and_refuses_settings_the_code_does
     (tmp_path / "tune.json").write_text(json.dumps(tune))
     with pytest.raises(EdranFusionError, match="guided_window.*set these in fusion/guided.py first"):
         study.apply_defaults(tmp_path, tmp_path)
+
+
+def test_every_offered_strategy_says_what_it_does_and_whose_it_is():
+    from EdranFusionLib.choices import PAPER_STRATEGIES, STRATEGY_NAMES, strategy_description
+
+    for name in STRATEGY_NAMES:
+        text = strategy_description(name)
+        assert text.startswith(("the paper's", "compared in the paper") if name in PAPER_STRATEGIES
+                               else "beyond the paper"), (name, text)
+    assert strategy_description("activity-p1.5") == ("beyond the paper: tempered activity weight "
+                                                     "|f_a|^1.5 / (|f_a|^1.5 + |f_b|^1.5) per element")
+    assert strategy_description("nonsense") == ""

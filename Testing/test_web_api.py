@@ -85,6 +85,7 @@ def test_info_lists_choices_and_the_device_in_use(client: FusionClient) -> None:
     assert "general" in info["models"] and "sfnn-max" in info["strategies"]
     assert info["default_strategies"] == {name: default_strategy_of(name) for name in info["models"]}
     assert set(info["default_strategies"].values()) <= set(info["strategies"])  # the page can select each one
+    assert set(info["strategy_descriptions"]) == set(info["strategies"]) and all(info["strategy_descriptions"].values())
     assert "cuda" in info["devices"] or "CPU" in info["devices"]["auto"]
     assert client.json("GET", "/api/data")["volumes"] == ["a.nii.gz", "b.nii.gz", "big_a.nii.gz", "big_b.nii.gz",
                                                           "other.nrrd"]

@@ -25,6 +25,7 @@ from PIL import Image  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
+from EdranFusionLib.choices import strategy_description  # noqa: E402
 from EdranFusionLib.io.volumes import axial_axis, read_volume  # noqa: E402
 from EdranFusionLib.io.weights import default_strategy_of  # noqa: E402
 from EdranFusionLib.web.assets import NIIVUE_BUNDLE  # noqa: E402
@@ -108,6 +109,10 @@ def test_fuse_the_stroke_sample_in_a_real_browser(browser, tmp_path: Path) -> No
         assert strategy.first_selected_option.get_attribute("value") == default_strategy_of("general")
         Select(browser.find_element("id", "model")).select_by_value("ct-mri")  # its own default comes with it
         assert strategy.first_selected_option.get_attribute("value") == default_strategy_of("ct-mri")
+        note = browser.find_element("id", "strategy-note")
+        assert note.text == strategy_description(default_strategy_of("ct-mri"))
+        strategy.select_by_value("sfnn-max")  # what the chosen strategy does follows the choice
+        assert note.text.startswith("the paper's method")
         Select(browser.find_element("id", "model")).select_by_value("general")
         Select(browser.find_element("id", "source-a")).select_by_value("stroke/T2.nii.gz")
         Select(browser.find_element("id", "source-b")).select_by_value("stroke/FLAIR.nii.gz")

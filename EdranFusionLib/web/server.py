@@ -29,7 +29,14 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..choices import DEFAULT_MODEL, DEVICE_CHOICES, STRATEGY_NAMES, is_strategy, strategies_offered
+from ..choices import (
+    DEFAULT_MODEL,
+    DEVICE_CHOICES,
+    STRATEGY_NAMES,
+    is_strategy,
+    strategies_offered,
+    strategy_description,
+)
 from ..errors import EdranFusionError
 from ..io import volumes
 from ..io.weights import bundled_models, card_default_strategy, default_strategy_of
@@ -68,9 +75,11 @@ class FusionServer:
         available = [d for d in DEVICE_CHOICES if d in ("auto", "cpu") or _device_works(d)]
         models = bundled_models()
         defaults = {name: card_default_strategy(model.card) for name, model in models.items()}
+        strategies = strategies_offered(defaults.values())
         return JSONResponse({
             "models": {name: model.task for name, model in models.items()},
-            "strategies": strategies_offered(defaults.values()),
+            "strategies": strategies,
+            "strategy_descriptions": {name: strategy_description(name) for name in strategies},
             "default_strategies": defaults,
             "devices": {d: device_label(d) for d in available},
             "has_data": self.data.root is not None,

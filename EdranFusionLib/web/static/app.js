@@ -66,8 +66,14 @@ async function init() {
   $("model").value = "general" in info.models ? "general" : $("model").value;
   fillSelect($("strategy"), info.strategies.map((s) => [s, s]));
   // Each model brings its own default strategy (its card's; sfnn-max, the paper's, otherwise).
-  const pickDefaultStrategy = () => { $("strategy").value = info.default_strategies[$("model").value] || "sfnn-max"; };
+  // What the chosen strategy does, and whether it is the paper's, under the list.
+  const describeStrategy = () => { $("strategy-note").textContent = info.strategy_descriptions[$("strategy").value] || ""; };
+  const pickDefaultStrategy = () => {
+    $("strategy").value = info.default_strategies[$("model").value] || "sfnn-max";
+    describeStrategy();
+  };
   $("model").addEventListener("change", pickDefaultStrategy);
+  $("strategy").addEventListener("change", describeStrategy);
   pickDefaultStrategy();
   fillSelect($("device"), Object.entries(info.devices).map(([name, label]) => [name, `${name}: ${label}`]));
   fillSelect($("format"), info.download_formats.map((f) => [f, f === "nii.gz" ? "NIfTI (.nii.gz)" : "NRRD (.nrrd)"]));
