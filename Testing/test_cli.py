@@ -247,6 +247,22 @@ def test_models_lists_bundled_weights_with_checksums():
         assert f"sha256 {model.sha256}" in result.stdout
 
 
+def test_strategies_says_what_each_does_and_whose_default_it_is():
+    from EdranFusionLib.choices import STRATEGY_NAMES, strategy_description
+    from EdranFusionLib.io.weights import default_strategy_of
+
+    result = cli("strategies")
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    for name in STRATEGY_NAMES:
+        assert strategy_description(name) in lines[name]
+    ct_default = default_strategy_of("ct-mri")
+    assert "default of" in lines[ct_default] and "ct-mri" in lines[ct_default]
+    listed = json.loads(cli("strategies", "--json").stdout)["strategies"]
+    assert [row["name"] for row in listed][:len(STRATEGY_NAMES)] == list(STRATEGY_NAMES)
+    assert next(row for row in listed if row["name"] == ct_default)["default_for"].count("ct-mri") == 1
+
+
 def test_ablation_weights_file_is_accepted(workdir):
     path = workdir / "no_drgo.pt"
     torch.save(EHDRAN(use_drgo=False).state_dict(), path)

@@ -45,7 +45,7 @@ def probe(*args: str) -> tuple[list[str], str]:
     return report[1:report.index("EXIT")], report[-1]
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--version"], ["models"], ["models", "--json"],
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["models"], ["models", "--json"], ["strategies"],
                                   *[[name, "--help"] for name in COMMANDS]], ids=" ".join)
 def test_help_and_models_do_not_import_torch(args):
     imported, code = probe(*args)

@@ -3,8 +3,8 @@
 Builds the sdist and, from it, the wheel (the build must print no warnings); checks both hold every library
 module and data file; installs the wheel into a fresh venv with only the core requirements, each at its floor
 (requirements.txt pinned with ==, so the floors are what is tested); then, from a folder outside the checkout,
-runs `edranfusion --version`, `--help` of every sub-command, `models`, `models --json`, `fuse` on two images
-and on the bundled sample volumes, `preview` (which must ask for the [plots] extra), and the Python API.
+runs `edranfusion --version`, `--help` of every sub-command, `models`, `models --json`, `strategies --json`, `fuse`
+on two images and on the bundled sample volumes, `preview` (which must ask for the [plots] extra), and the Python API.
 Exits non-zero with the first failure. torch comes from the local 2.13.0 wheel pip already has (installed
 first, pinned, so nothing downloads CUDA).
 """
@@ -143,6 +143,10 @@ def main() -> int:
         if {m["name"] for m in listing["models"]} != {"ct-mri", "spect-mri", "pet-mri", "general"} or any(
                 "license" not in m["card"] for m in listing["models"]):
             sys.exit(f"wheel check: `models --json` lists {[m['name'] for m in listing['models']]} or cards lack terms")
+        offered = json.loads(run([script, "strategies", "--json"], cwd=work, env=user))["strategies"]
+        described = all(row["description"] for row in offered)
+        if not described or not any("general" in row["default_for"] for row in offered):
+            sys.exit("wheel check: `strategies --json` lacks a description or general's default")
         a, b = stroke_slices(work)
         run([script, "fuse", a, b, "-o", work / "fused.png", "--quiet"], cwd=work, env=user)
         text = Image.open(work / "fused.png").text

@@ -1,5 +1,5 @@
-"""`edranfusion <command>` (or `python -m EdranFusionLib <command>`): fuse, models, train, evaluate, benchmark,
-preview, serve.
+"""`edranfusion <command>` (or `python -m EdranFusionLib <command>`): fuse, models, strategies, train, evaluate,
+benchmark, preview, serve.
 
 Each sub-command is one module of this package with ``add_arguments(parser)`` and ``run(args)``. Only the
 chosen command's module is imported, so a command that does not need torch never imports it.
@@ -24,6 +24,8 @@ EXIT_INTERRUPTED = 130
 COMMANDS = {  # name -> (module in this package, help)
     "fuse": ("fuse", "fuse two images, two volumes or two folders of images"),
     "models": ("models", "list the bundled and user-trained models with their task, sha256 and terms"),
+    "strategies": ("strategies", "list the fusion strategies: what each does, whether it is the paper's, and "
+                   "which models default to it"),
     "train": ("train", "train the EH-DRAN autoencoder (stage 1)"),
     "evaluate": ("evaluate", "fusion metrics, tables and montages for a test set"),
     "benchmark": ("benchmark", "speed and memory figures for this machine"),
