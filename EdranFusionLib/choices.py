@@ -14,6 +14,8 @@ PAPER_STRATEGIES = ("sfnn-max", "sfnn-mean", "sfnn-sum", "sfnn-identity", "fer",
 # ``activity-p<P>`` (0 <= P <= 8) is accepted by name by the API and the evaluate command; P = 1 is ``fl1n`` and
 # P = 2 (chosen on training series, docs/RESULTS.md) is ``fer`` itself, so no member is listed twice here.
 SPATIAL_STRATEGIES = ("spatial-sfnn", "two-scale")
+# The paper's element-wise comparison rules are members of that family: FER squares, FL1N takes |f|.
+ACTIVITY_MEMBERS = {"fer": 2.0, "fl1n": 1.0}
 # Parameter-free rules on two latents (fusion/rules.py).
 LATENT_RULES = PAPER_STRATEGIES + SPATIAL_STRATEGIES
 # Beyond the paper: the learned stage-2 head stored in the model's weights file (network/fusion_head.py).
@@ -60,7 +62,9 @@ def strategy_description(name: str) -> str:
         return STRATEGY_DESCRIPTIONS[name]
     if is_strategy(name):
         power = name.removeprefix("activity-p")
-        return f"beyond the paper: tempered activity weight |f_a|^{power} / (|f_a|^{power} + |f_b|^{power}) per element"
+        same = [member for member, p in ACTIVITY_MEMBERS.items() if p == float(power)]
+        return (f"beyond the paper: tempered activity weight |f_a|^{power} / (|f_a|^{power} + |f_b|^{power}) per "
+                "element" + (f" (the same rule as {same[0]})" if same else ""))
     return ""
 
 

@@ -169,4 +169,5 @@ def test_every_offered_strategy_says_what_it_does_and_whose_it_is():
                                else "beyond the paper"), (name, text)
     assert strategy_description("activity-p1.5") == ("beyond the paper: tempered activity weight "
                                                      "|f_a|^1.5 / (|f_a|^1.5 + |f_b|^1.5) per element")
+    assert strategy_description("activity-p2").endswith("(the same rule as fer)")
     assert strategy_description("nonsense") == ""

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from ..choices import DEFAULT_STRATEGY, LATENT_RULES, LEARNED_STRATEGY, SOURCE_STRATEGIES
+from ..choices import ACTIVITY_MEMBERS, DEFAULT_STRATEGY, LATENT_RULES, LEARNED_STRATEGY, SOURCE_STRATEGIES
 from ..errors import EdranFusionError
 from .sfnn import sfnn_weights
 from .spatial import fuse_activity, fuse_spatial
-
-# The paper's element-wise comparison rules, W = |f_a|^P / (|f_a|^P + |f_b|^P): FER squares, FL1N takes |f|.
-ACTIVITY_MEMBERS = {"fer": 2.0, "fl1n": 1.0}
 
 
 def fuse_latents(fa: torch.Tensor, fb: torch.Tensor, strategy: str = DEFAULT_STRATEGY) -> torch.Tensor:
