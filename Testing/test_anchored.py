@@ -6,7 +6,7 @@ import torch
 
 from EdranFusionLib.evaluation.comparison import pixel_rule
 from EdranFusionLib.fusion import anchored
-from EdranFusionLib.fusion.anchored import anchor_to_max, fuse_anchored, pixel_anchored
+from EdranFusionLib.fusion.anchored import anchor_to_max, fuse_anchored
 from EdranFusionLib.fusion.spatial import fuse_activity
 
 ANCHORED = "max-anchored"
@@ -43,22 +43,18 @@ def test_the_power_is_read_at_call_time(model, monkeypatch):
 
 
 def test_identical_sources_stay_put_in_the_control():
-    y = _images(3)[:1]
-    torch.testing.assert_close(pixel_anchored(y, y.clone()), y, atol=1e-6, rtol=0)
+    y = np.random.default_rng(3).integers(0, 256, (29, 41), dtype=np.uint8)
+    np.testing.assert_array_equal(pixel_rule(ANCHORED)("x", y, y.copy()), y)
 
 
 def test_the_control_is_the_pixel_activity_blend_anchored_the_same_way():
-    ya, yb = _images(4).chunk(2)
-    p = anchored.ANCHOR_POWER
-    weight = ya**p / (ya**p + yb**p)  # the activity rule on pixels: W = |a|^P / (|a|^P + |b|^P)
-    blend = weight * ya + (1 - weight) * yb
-    expected = (1 - anchored.ANCHOR_WEIGHT) * blend + anchored.ANCHOR_WEIGHT * torch.maximum(ya, yb)
-    torch.testing.assert_close(pixel_anchored(ya, yb), expected, atol=1e-5, rtol=0)
-
-
-def test_the_control_is_what_the_evaluation_scores_as_pixel_max_anchored():
+    """What the evaluation scores as pixel-max-anchored: the formula on the images, no network."""
     rng = np.random.default_rng(5)
     a, b = (rng.integers(0, 256, (40, 48), dtype=np.uint8) for _ in range(2))
-    ya, yb = (torch.from_numpy(x / 255.0).float()[None, None] for x in (a, b))
-    control = np.clip(np.rint(pixel_anchored(ya, yb)[0, 0].double().numpy() * 255), 0, 255)
-    np.testing.assert_array_equal(pixel_rule(ANCHORED)("x", a, b), control.astype(np.uint8))
+    ya, yb = a / 255.0, b / 255.0
+    p = anchored.ANCHOR_POWER
+    weight = np.where(ya + yb > 0, ya**p / np.maximum(ya**p + yb**p, 1e-300), 0.5)  # W = |a|^P / (|a|^P + |b|^P)
+    blend = weight * ya + (1 - weight) * yb
+    expected = (1 - anchored.ANCHOR_WEIGHT) * blend + anchored.ANCHOR_WEIGHT * np.maximum(ya, yb)
+    control = pixel_rule(ANCHORED)("x", a, b).astype(float)
+    assert np.abs(control - expected * 255).max() <= 0.5 + 1e-3  # float32 rounding, then to the nearest level

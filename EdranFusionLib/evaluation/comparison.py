@@ -43,23 +43,24 @@ def _pair_batch(a: np.ndarray, b: np.ndarray):
 
 
 def pixel_rule(strategy: str) -> Fuse:
-    """``strategy`` on the sources' luminance scaled to [0, 1], as a 1-channel "latent" (no network); the guided
-    pyramid then weighs by the intensities alone, max-anchored fusion anchors the pixel activity blend."""
+    """``strategy`` on the sources' luminance scaled to [0, 1], as a 1-channel "latent" (no network): the same
+    strategies.decode_fused with the identity as encoder and decoder, so the guided pyramid then weighs by the
+    intensities alone and max-anchored fusion anchors the pixel activity blend."""
     import torch
 
-    from ..choices import ANCHORED_STRATEGY, GUIDED_STRATEGY
-    from ..fusion.anchored import pixel_anchored
-    from ..fusion.guided import fuse_guided
-    from ..fusion.rules import fuse_latents
+    from ..fusion.strategies import decode_fused
+
+    class PixelDomain(torch.nn.Module):
+        """An autoencoder that is the identity: the images are their own latents."""
+
+        def decode(self, latent: torch.Tensor) -> torch.Tensor:
+            return latent
+
+    pixels = PixelDomain()
 
     def fuse(_name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         ya, yb = (torch.from_numpy(gray_levels(x) / 255.0).float()[None, None] for x in (a, b))
-        if strategy == GUIDED_STRATEGY:
-            fused = fuse_guided(ya, yb, ya, yb)
-        elif strategy == ANCHORED_STRATEGY:
-            fused = pixel_anchored(ya, yb)
-        else:
-            fused = fuse_latents(ya, yb, strategy)
+        fused = decode_fused(pixels, ya, yb, strategy, (ya, yb))
         return _as_output(fused[0, 0].double().numpy() * 255, a, b)
 
     return fuse

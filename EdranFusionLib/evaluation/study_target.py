@@ -24,7 +24,6 @@ def pixel_control(strategy: str, model: str) -> Fuse:
     return learned_pixel_control(model) if strategy == LEARNED_STRATEGY else pixel_rule(strategy)
 
 
-
 def beats_both_baselines(task_rows: list[dict], method: str) -> list[str]:
     """Target metrics on which ``method``'s mean beats both pixel average and pixel max."""
     return [m for m in TARGET_METRICS

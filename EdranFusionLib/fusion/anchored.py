@@ -7,8 +7,9 @@ structure (bone from CT, cortex from MRI) at full contrast. Here the fused image
 fused image, pulled toward the maximum of the sources' own pixels. P and the weight were chosen on training
 series (evaluation/study.py tune, docs/RESULTS.md).
 
-The pixel-domain control is the same blend with the activity rule run on the images themselves (no encoder, no
-decoder): what the network's fused image adds over a pixel activity blend anchored the same way.
+The pixel-domain control (evaluation/comparison.pixel_rule) is the same blend with the activity rule run on the
+images themselves (no encoder, no decoder): what the network's fused image adds over a pixel activity blend
+anchored the same way.
 """
 
 from __future__ import annotations
@@ -35,7 +36,3 @@ def fuse_anchored(model: nn.Module, fa: torch.Tensor, fb: torch.Tensor, ya: torc
     tuning grid can set them)."""
     return anchor_to_max(model.decode(fuse_activity(fa, fb, ANCHOR_POWER)), ya, yb)
 
-
-def pixel_anchored(ya: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-    """The control: the activity rule on the images themselves, anchored the same way (no network)."""
-    return anchor_to_max(fuse_activity(ya, yb, ANCHOR_POWER), ya, yb)
