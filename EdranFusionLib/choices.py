@@ -43,7 +43,8 @@ STRATEGY_DESCRIPTIONS = {
     "two-scale": "beyond the paper: the latents' smooth bases averaged, their detail weighted by local energy",
     "guided-pyramid": "beyond the paper: the latents weigh, the sources' own Laplacian pyramids are fused "
                       "(no decoder)",
-    "max-anchored": "beyond the paper: the decoded activity fusion pulled toward the sources' pixel maximum",
+    "max-anchored": "beyond the paper: the decoded activity fusion pulled toward the sources' pixel maximum, "
+                    "partly their guided pyramid",
     "learned": "beyond the paper: a trained head predicts per-pixel weights from both latents and decodes them",
 }
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")

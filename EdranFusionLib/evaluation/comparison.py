@@ -45,7 +45,7 @@ def _pair_batch(a: np.ndarray, b: np.ndarray):
 def pixel_rule(strategy: str) -> Fuse:
     """``strategy`` on the sources' luminance scaled to [0, 1], as a 1-channel "latent" (no network): the same
     strategies.decode_fused with the identity as encoder and decoder, so the guided pyramid then weighs by the
-    intensities alone and max-anchored fusion anchors the pixel activity blend."""
+    intensities alone and max-anchored fusion anchors the pixel activity blend to the pixel maximum and pyramid."""
     import torch
 
     from ..fusion.strategies import decode_fused

@@ -1,8 +1,9 @@
 """The spatial-rule study (beyond the paper): tune on training series, score the validation series once.
 
 ``tune``: a small grid of hyper-parameters (activity exponent p, two-scale windows, spatial-SFNN window, the guided
-pyramid's P, window and levels, max-anchored fusion's P and weight) on pairs of the TRAINING series of every task;
-the choice is the candidate beating both pixel average and pixel max on the most target metrics in its worst task.
+pyramid's P, window and levels, max-anchored fusion's P, weight and guided share) on pairs of the TRAINING series
+of every task; the choice is the candidate beating both pixel average and pixel max on the most target metrics in
+its worst task.
 ``score``: the chosen rules, their pixel-domain controls, the p sweep for the PSNR-Qabf figure, the paper's sfnn-max
 and the pixel baselines on the VALIDATION series, with paired wins and bootstrap intervals, montages and the
 trade-off figure. Run as ``python -m EdranFusionLib.evaluation.study tune|score --data HARVARD --out FOLDER``.
@@ -79,7 +80,8 @@ _SETTINGS = {"spatial_window": (spatial, "SPATIAL_SFNN_WINDOW"), "base_window": 
              "energy_window": (spatial, "TWO_SCALE_ENERGY_WINDOW"), "guided_window": (guided, "GUIDED_WINDOW"),
              "guided_power": (guided, "GUIDED_POWER"), "guided_levels": (guided, "GUIDED_LEVELS"),
              "detail_window": (guided, "GUIDED_DETAIL_WINDOW"), "anchor_power": (anchored, "ANCHOR_POWER"),
-             "anchor_weight": (anchored, "ANCHOR_WEIGHT")}
+             "anchor_weight": (anchored, "ANCHOR_WEIGHT"),
+             "anchor_guided_share": (anchored, "ANCHOR_GUIDED_SHARE")}
 
 
 def _set_windows(candidate: dict) -> None:
@@ -98,9 +100,9 @@ def _candidate_methods(model: str) -> tuple[list[Method], dict[str, dict]]:
     candidates |= {f"guided-pyramid-p{p:g}w{w}n{n}d{d}": {"strategy": GUIDED_STRATEGY, "guided_power": p,
                                                          "guided_window": w, "guided_levels": n, "detail_window": d}
                    for p in (0.5, 1.0, 2.0) for w in (7, 31) for n in (1, 2, 3) for d in (1, 5)}
-    candidates |= {f"max-anchored-p{p:g}a{w:g}": {"strategy": ANCHORED_STRATEGY, "anchor_power": p,
-                                                  "anchor_weight": w}
-                   for p in (0.5, 1.0, 2.0) for w in (0.25, 0.5, 0.75)}
+    candidates |= {f"max-anchored-p{p:g}a{w:g}g{g:g}": {"strategy": ANCHORED_STRATEGY, "anchor_power": p,
+                                                        "anchor_weight": w, "anchor_guided_share": g}
+                   for p in (0.5, 1.0, 2.0) for w in (0.25, 0.5, 0.75) for g in (0.0, 0.25, 0.5)}
     shared = latent_methods(model, [c["strategy"] for c in candidates.values()], list(candidates))
     own = {label: c for label, c in candidates.items() if control_of(label, c["strategy"]) != "pixel-average"}
     controls = [Method(f"pixel-{label}", pixel_rule(c["strategy"])) for label, c in own.items()]
