@@ -23,9 +23,9 @@ from .guided import fuse_guided
 from .spatial import fuse_activity
 
 # Chosen on training series only (evaluation/study.py tune; docs/RESULTS.md), never on validation.
-ANCHOR_POWER = 0.5
-ANCHOR_WEIGHT = 0.5
-ANCHOR_GUIDED_SHARE = 0.0
+ANCHOR_POWER = 2.0
+ANCHOR_WEIGHT = 0.75
+ANCHOR_GUIDED_SHARE = 0.25
 
 
 def source_anchor(fa: torch.Tensor, fb: torch.Tensor, ya: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
