@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test wheel-check lint benchmark clean web-assets browser
+.PHONY: setup demo test wheel-check slicer58-check lint benchmark clean web-assets browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,13 +35,17 @@ browser:
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
-test: setup web-assets browser wheel-check
+test: setup web-assets browser wheel-check slicer58-check
 	$(PY) -m pytest -q Testing
 
 # Build the sdist + wheel, install the wheel into a fresh venv (core requirements at their floors) and use it
 # from outside the checkout, as a user would.
 wheel-check: setup
 	$(PY) tools/wheel_check.py
+
+# The library's tests in Slicer 5.8's Python 3.9, with the packages the module installs there.
+slicer58-check: setup
+	$(PY) tools/slicer58_check.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

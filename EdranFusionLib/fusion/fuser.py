@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Union
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ _PEAK_LATENTS_PER_SLICE = 12
 Progress = Callable[[float], None]
 Cancel = Callable[[], bool]
 Sink = Callable[[np.ndarray, np.ndarray], None]  # (slice indices, fused [0,1] slices) -> stored by the caller
-Stack = np.ndarray | NormalisedStack
+Stack = Union[np.ndarray, NormalisedStack]  # Union, not |: Slicer 5.8's Python 3.9 evaluates this line
 
 
 @dataclass(frozen=True)

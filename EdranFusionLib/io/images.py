@@ -37,7 +37,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         with _strict_decoding(), Image.open(path) as image:
             image.load()
             pixels = _pixels_of(image, path)
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    # ValueError: Pillow 11 (the last for Slicer 5.8's Python 3.9) reports a TIFF cut short as "buffer is not large
+    # enough" where newer releases raise OSError.
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise EdranFusionError(f"cannot read image {path} ({error}); the file may be truncated or corrupt") from error
     if pixels.ndim == 3 and (pixels == pixels[..., :1]).all():
         pixels = np.ascontiguousarray(pixels[..., 0])

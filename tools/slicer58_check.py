@@ -1,0 +1,83 @@
+"""Run the library's tests in Slicer 5.8's Python, 3.9, as the module uses the library there (run by `make test`).
+
+Slicer 5.8 loads EdranFusionLib from the source tree (the module puts the repository root on sys.path) with the
+packages the module installs into Slicer's Python: EdranFusion.REQUIREMENTS, for which pip takes the newest
+releases that still support 3.9 (torch 2.8, Pillow 11, numpy 2.0). The wheel needs 3.10+, so nothing else runs
+the library on 3.9. Left to the main suite: the web server and the wheel (3.10+, not part of Slicer) and the
+Slicer contract and bridge tests (the slicer-core wheel has no 3.9 build). Says so and does nothing where this
+machine has no python3.9 (on PATH or from pyenv). The venv (.venv-py39) is kept between runs and rebuilt when
+the requirements change.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VENV = REPO / ".venv-py39"
+TEST_TOOLS = ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "scipy", "scikit-image", "matplotlib",
+              "phasepack==1.5", "sewar>=0.4.10"]
+NOT_ON_PYTHON_39 = ["test_web_api.py", "test_web_browser.py", "test_web_jobs.py", "test_web_setup.py",
+                    "test_packaging.py", "test_slicer_contract.py", "test_slicer_bridge.py"]
+
+
+def module_requirements() -> list[str]:
+    """The pip specifiers of EdranFusion.REQUIREMENTS, read from the module file (importing it needs Slicer)."""
+    tree = ast.parse((REPO / "EdranFusion" / "EdranFusion.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "REQUIREMENTS" for t in node.targets):
+            return list(ast.literal_eval(node.value).values())
+    raise SystemExit("slicer 5.8 check: no REQUIREMENTS in EdranFusion/EdranFusion.py")
+
+
+def ensure_venv(python39: str, requirements: list[str]) -> Path:
+    stamp = VENV / ".installed"
+    wanted = hashlib.sha256(" ".join([*requirements, *TEST_TOOLS]).encode()).hexdigest()
+    if stamp.is_file() and stamp.read_text() == wanted:
+        return VENV / "bin" / "python"
+    shutil.rmtree(VENV, ignore_errors=True)
+    subprocess.run([python39, "-m", "venv", str(VENV)], check=True)
+    python = VENV / "bin" / "python"
+    print(f"slicer 5.8 check: installing {' '.join(requirements)} into {VENV.name} (torch is a CUDA build here, "
+          "as pip gives Slicer's Python)", flush=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *requirements, *TEST_TOOLS], check=True)
+    stamp.write_text(wanted)
+    return python
+
+
+def find_python39() -> str | None:
+    """A python3.9 that runs: the one on PATH (a pyenv shim there may not be active) or a pyenv-installed 3.9."""
+    pyenv = sorted(str(p) for p in Path.home().glob(".pyenv/versions/3.9*/bin/python3.9"))
+    candidates = [shutil.which("python3.9"), *pyenv]
+    for candidate in filter(None, candidates):
+        ran = subprocess.run([candidate, "-c", "import sys; print(sys.executable)"], capture_output=True, text=True,
+                             check=False)
+        if ran.returncode == 0:
+            return ran.stdout.strip()
+    return None
+
+
+def main() -> int:
+    python39 = find_python39()
+    if python39 is None:
+        print("slicer 5.8 check: not run: no python3.9 on this machine")
+        return 0
+    python = ensure_venv(python39, module_requirements())
+    version = subprocess.run([str(python), "-c", "import sys, torch; print(sys.version.split()[0], torch.__version__)"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    print(f"slicer 5.8 check: Python and torch {version}", flush=True)
+    ignored = [f"--ignore=Testing/{name}" for name in NOT_ON_PYTHON_39]
+    result = subprocess.run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "Testing", *ignored],
+                            check=False, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    print(f"slicer 5.8 check: {'passed' if result.returncode == 0 else 'FAILED'}")
+    return result.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
