@@ -97,7 +97,7 @@ def conv_throughput(device: torch.device, dtype: torch.dtype, workers: int, repe
 
 def model_flops(model: torch.nn.Module) -> int:
     """FLOPs of one 256x256 pair through ``model``: two encodes and one decode (the fusion rule excluded)."""
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+    with FlopCounterMode(display=False) as counter, torch.no_grad():  # inference_mode hides ops from it in torch 2.4
         model.decode(model.encode(torch.rand(2, 1, SIZE, SIZE))[:1])
     return int(counter.get_total_flops())
 

@@ -20,7 +20,7 @@ import torch
 
 from ..choices import DEFAULT_STRATEGY, LEARNED_STRATEGY, STRATEGY_NAMES, is_strategy
 from ..errors import EdranFusionError, FusionCancelled
-from ..network.devices import resolve_device, resolve_precision, worker_pool
+from ..network.devices import autocast_if, resolve_device, resolve_precision, worker_pool
 from ..network.host_memory import available_memory_bytes
 from ..network.model import EHDRAN, LATENT_CHANNELS, fold_for_inference
 from .intensity import NormalisedStack
@@ -153,7 +153,7 @@ class _Runner:
         device = self.plan.device
         images = torch.from_numpy(np.concatenate([a, b])[:, None]).to(device, torch.float32)
         pair = images.to(self.model.shallow.weight.dtype)
-        with torch.autocast(device.type, dtype=self.plan.dtype, enabled=self.autocast):
+        with autocast_if(self.autocast, device.type, self.plan.dtype):
             latent_a, latent_b = self.model.encode(pair.contiguous(memory_format=torch.channels_last)).chunk(2)
             # The guided pyramid keeps the sources' own pixels, so it gets them in float32, not the run's dtype.
             fused = decode_fused(self.model, latent_a, latent_b, self.plan.strategy, images.chunk(2))

@@ -59,6 +59,12 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
+def autocast_if(enabled: bool, device_type: str, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` when ``enabled``, else no context at all: torch 2.1 (Slicer 5.8's Python may hold it)
+    refuses a CPU autocast of any dtype but bf16 even when it is disabled."""
+    return torch.autocast(device_type, dtype=dtype) if enabled else contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def single_threaded_ops() -> Iterator[None]:
     """torch intra-op threads set to 1 for the block, then restored (threads created inside start with 1)."""

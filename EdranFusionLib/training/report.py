@@ -27,7 +27,7 @@ from ..errors import EdranFusionError, exit_status_of
 from ..io.model_files import load_state_dict, model_from_state_dict, save_bundled
 from ..io.user_data import user_models_dir
 from ..io.weights import bundled_models, default_strategy_of
-from ..network.devices import resolve_precision
+from ..network.devices import autocast_if, resolve_precision
 from ..network.model import EHDRAN, parameter_count
 from ..version import __version__
 from .datasets import Sample, collect, modality_of, recorded_val_series, series_of, split_by_series
@@ -90,7 +90,7 @@ def reconstruction_quality(model: EHDRAN, samples: Sequence[Sample], precision: 
     psnrs, ssims, modalities = [], [], []
     for sample in samples:
         x = torch.from_numpy(sample.image)[None, None].contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        with autocast_if(dtype != torch.float32, "cpu", dtype):
             x_hat = model(x).float().clamp(0, 1)[0, 0].numpy().astype(np.float64)
         truth = sample.image.astype(np.float64)
         psnrs.append(peak_signal_noise_ratio(truth, x_hat, data_range=1.0))
