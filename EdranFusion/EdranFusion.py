@@ -30,12 +30,14 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-# Python packages the fusion imports, with the floors of pyproject.toml; Slicer ships some of them already.
+# Python packages the fusion imports. Floors no higher than the wheel's, lower where Slicer 5.8's Python 3.9 needs
+# it (torch 2.13 needs 3.10) or Slicer bundles its own (numpy, SimpleITK: never replaced); torch 2.4 and Pillow
+# 10.1 are the oldest the library's tests pass with on 3.9 (docs/SLICER.md).
 REQUIREMENTS = {
-    "torch": "torch>=2.1",
+    "torch": "torch>=2.4",
     "numpy": "numpy>=1.23",
     "SimpleITK": "SimpleITK>=2.2",
-    "PIL": "pillow>=9.0",
+    "PIL": "pillow>=10.1",
     "tqdm": "tqdm>=4.60",
 }
 # Entry of the model list that means "use the weights file chosen below".

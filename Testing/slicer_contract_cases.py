@@ -366,7 +366,7 @@ def test_no_wait_cursor_over_the_installation_question(panel, monkeypatch):
         return False
 
     assert panel._install(decline) is False
-    assert len(asked) == 1 and "torch>=2.1" in asked[0][0]
+    assert len(asked) == 1 and module.REQUIREMENTS["torch"] in asked[0][0]
     assert asked[0][1] == [], "the wait cursor must not cover the question"
     assert slicer.app.overrideCursors == []
     assert panel.ui.dependencyLabel.visible and panel.ui.installButton.visible
@@ -382,16 +382,16 @@ def test_installation_is_not_offered_when_everything_is_there_and_asked_for_othe
     assert module.missingRequirements() == []
     assert module.EdranFusionLogic.installDependencies(must_not_ask) is True
     monkeypatch.setitem(sys.modules, "torch", None)  # as if PyTorch were not installed
-    assert module.missingRequirements() == ["torch>=2.1"]
+    assert module.missingRequirements() == [module.REQUIREMENTS["torch"]]
     questions = []
     assert module.EdranFusionLogic.installDependencies(lambda q: questions.append(q) or False) is False
-    assert len(questions) == 1 and "torch>=2.1" in questions[0]
+    assert len(questions) == 1 and module.REQUIREMENTS["torch"] in questions[0]
 
 
 def test_an_older_torch_than_the_floor_counts_as_missing(monkeypatch):
     monkeypatch.setattr(module, "installedVersion", lambda distribution: "1.13.1" if distribution == "torch" else None)
-    assert module.missingRequirements() == ["torch>=2.1"]
-    assert module._versionTuple("2.13.0+cpu") >= module._versionTuple("2.1") > module._versionTuple("1.13.1")
+    assert module.missingRequirements() == [module.REQUIREMENTS["torch"]]
+    assert module._versionTuple("2.13.0+cpu") >= module._versionTuple("2.4") > module._versionTuple("1.13.1")
 
 
 def test_torch_comes_from_the_backend_pytorchutils_detects_and_never_with_torchvision(monkeypatch):

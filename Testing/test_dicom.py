@@ -14,7 +14,7 @@ from conftest import blob_image
 from test_cli import assert_user_error, cli, outputs_left
 
 from EdranFusionLib.errors import EdranFusionError
-from EdranFusionLib.io.dicom import process_locale_kept
+from EdranFusionLib.io.dicom import _pixel_data_cut_short, process_locale_kept
 from EdranFusionLib.io.volumes import read_volume, write_volume
 
 SHAPE = (6, 20, 24)  # slices, rows, columns
@@ -207,3 +207,17 @@ def test_writing_dicom_leaves_the_process_locale_alone(tmp_path):
     write_volume(sitk.GetImageFromArray(blob_image(SHAPE, 8, np.float32)), tmp_path / "dicom_out")
     assert locale.setlocale(locale.LC_ALL) == before
     assert len(list((tmp_path / "dicom_out").iterdir())) == SHAPE[0]
+
+
+def test_a_cut_slice_is_found_even_where_gdcm_reads_its_header(tmp_path):
+    """SimpleITK before 2.5.4 (Slicer bundles 2.3 and 2.5.2) reads a slice whose pixel data is cut off and fills
+    in the rest; the header read before the cut is what such a GDCM returns, so the check must see the cut."""
+    write_series(tmp_path, "1.2.826.0.1.3680043.2.1125.7.13")
+    path = sorted(tmp_path.iterdir())[0]
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    assert not _pixel_data_cut_short(path, reader)
+    path.write_bytes(path.read_bytes()[:-300])
+    assert _pixel_data_cut_short(path, reader)

@@ -28,6 +28,8 @@ from ..errors import EdranFusionError
 
 _SERIES_UID, _DESCRIPTION, _ROWS, _COLUMNS, _FRAMES = "0020|000e", "0008|103e", "0028|0010", "0028|0011", "0028|0008"
 _POSITION, _ORIENTATION, _INSTANCE = "0020|0032", "0020|0037", "0020|0013"
+_BITS_ALLOCATED, _SAMPLES = "0028|0100", "0028|0002"
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) in little-endian byte order
 _POSITION_TOLERANCE_MM = 1e-3
 _SPACING_TOLERANCE = 0.01  # relative: steps further than 1% from the typical step are uneven
 _TILT_TOLERANCE_DEGREES = 0.1
@@ -85,6 +87,7 @@ def find_series(folder: Path) -> dict[str, DicomSeries]:
     """Every DICOM image series under ``folder`` by SeriesInstanceUID, in the order first found."""
     series: dict[str, DicomSeries] = {}
     unreadable: list[Path] = []
+    damaged: list[Path] = []
     for root, dirs, names in os.walk(folder):
         dirs.sort()
         for name in sorted(names):
@@ -95,18 +98,44 @@ def find_series(folder: Path) -> dict[str, DicomSeries]:
                 continue
             if reader is None:
                 continue
+            if _pixel_data_cut_short(Path(root) / name, reader):
+                damaged.append(Path(root) / name)
+                continue
             uid = _tag(reader, _SERIES_UID)
             entry = series.setdefault(uid, DicomSeries(uid, _tag(reader, _DESCRIPTION)))
             entry.files.append(Path(root) / name)
             entry.headers.append(reader)
             entry.frames += int(_tag(reader, _FRAMES) or 1)
-    damaged = [path for path in unreadable if _damaged_image(path)]
+    damaged += [path for path in unreadable if _damaged_image(path)]
     if damaged:
         raise EdranFusionError(
             f"{len(damaged)} DICOM image file(s) under {folder} cannot be read (cut short or damaged), e.g. "
             f"{damaged[0].relative_to(folder)}; copy or export the series again"
         )
     return series
+
+
+def _pixel_data_cut_short(path: Path, reader: sitk.ImageFileReader) -> bool:
+    """Whether the file ends before its uncompressed Pixel Data element does. GDCM refuses such a file from
+    SimpleITK 2.5.4 on; older releases (Slicer bundles 2.3 and 2.5.2) read it and fill in the missing pixels.
+    The element is the last one in the file whose length is the header's pixel count in bytes (an icon image
+    nested earlier has its own); compressed (encapsulated) pixel data has no length to check and passes."""
+    try:
+        frames = int(_tag(reader, _FRAMES) or 1)
+        expected = (int(_tag(reader, _ROWS)) * int(_tag(reader, _COLUMNS)) * frames
+                    * int(_tag(reader, _SAMPLES) or 1) * (int(_tag(reader, _BITS_ALLOCATED) or 8) // 8))
+    except ValueError:
+        return False
+    expected += expected % 2  # values are padded to even length
+    data = path.read_bytes()
+    at = data.rfind(_PIXEL_DATA_TAG)
+    while at >= 0:
+        explicit_vr = data[at + 4:at + 6] in (b"OW", b"OB")
+        length_at = at + 8 if explicit_vr else at + 4
+        if int.from_bytes(data[length_at:length_at + 4], "little") == expected:
+            return length_at + 4 + expected > len(data)
+        at = data.rfind(_PIXEL_DATA_TAG, 0, at)
+    return False
 
 
 def _damaged_image(path: Path) -> bool:
