@@ -174,15 +174,19 @@ def _read_series(series: DicomSeries, folder: Path) -> sitk.Image:
         return _read(lambda: sitk.ReadImage(str(series.files[0]), imageIO="GDCMImageIO"), what)
     if series.frames != len(series.files):
         raise EdranFusionError(f"{what} mixes multi-frame and single-frame files; export each as its own series")
-    ordered, step = _ordered_slices(series.files, series.headers, what)
+    ordered, grid = _ordered_slices(series.files, series.headers, what)
     reader = sitk.ImageSeriesReader()
     reader.SetImageIO("GDCMImageIO")
     reader.SetFileNames([str(f) for f in ordered])
     image = _read(reader.Execute, what)
-    if step is not None:  # ITK derives the spacing from the first two slices; the checked step is the series'
+    if grid is not None:
+        # The checked headers' grid, not GDCM's reading of it: ITK derives the spacing from the first two slices,
+        # and GDCM before SimpleITK 2.4 (Slicer 5.8's 2.3) ignores a Secondary Capture's position and orientation.
         spacing = list(image.GetSpacing())
-        spacing[2] = step
+        spacing[2] = grid.step
         image.SetSpacing(spacing)
+        image.SetOrigin(grid.origin)
+        image.SetDirection(grid.direction)
     return image
 
 
@@ -205,10 +209,19 @@ def _instance(header: sitk.ImageFileReader) -> float:
     return float(numbers[0]) if numbers is not None and len(numbers) else 0.0
 
 
+@dataclass(frozen=True)
+class _SliceGrid:
+    """Where a checked series of slices lies: the first slice's position, the axes as an ITK direction, the step."""
+
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+    step: float
+
+
 def _ordered_slices(
     files: list[Path], headers: list[sitk.ImageFileReader], what: str
-) -> tuple[list[Path], float | None]:
-    """Files sorted along the slice normal and the slice step; an error naming duplicates, gaps, tilt."""
+) -> tuple[list[Path], _SliceGrid | None]:
+    """Files sorted along the slice normal and their grid; an error naming duplicates, gaps, tilt."""
     sizes = {(_tag(h, _ROWS), _tag(h, _COLUMNS)) for h in headers}
     if len(sizes) > 1:
         raise EdranFusionError(f"{what} has slices of different sizes ({', '.join('x'.join(s) for s in sizes)})")
@@ -243,7 +256,8 @@ def _ordered_slices(
                 f"{what}: {kind} between {along[index]:.2f} and {along[index + 1]:.2f} mm along the slice normal "
                 f"(a step of {gap:.3g} mm where the slices are {step:.3g} mm apart); export the complete series"
             )
-    return [files[i] for i in order], step
+    direction = tuple(float(v) for v in np.column_stack([row, column, normal]).ravel())
+    return [files[i] for i in order], _SliceGrid(tuple(float(v) for v in points[0]), direction, step)
 
 
 def _check_tilt(points: np.ndarray, normal: np.ndarray, what: str) -> None:
