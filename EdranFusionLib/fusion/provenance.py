@@ -18,7 +18,7 @@ import os
 import SimpleITK as sitk
 
 from ..errors import EdranFusionError
-from ..io.volumes import IMAGE_COMMENTS_TAG
+from ..io.volumes import IMAGE_COMMENTS_TAG, NIFTI_NOTES_KEY
 from ..io.weights import installed_models, resolve, sha256_of
 from ..network.devices import precision_name, resolve_device, resolve_precision
 from ..network.model import EHDRAN
@@ -27,7 +27,6 @@ from ..version import __version__
 PRODUCT = "EdranFusion"
 FIELDS = ("product", "version", "model", "model_sha256", "strategy", "device", "precision")
 KEY_PREFIX = f"{PRODUCT}."
-NIFTI_NOTES_KEY = "ITK_FileNotes"  # ITK writes it to the NIfTI header's descrip field and reads it back as descrip
 NIFTI_DESCRIP_LIMIT = 79
 _SHORT_SHA = 16
 

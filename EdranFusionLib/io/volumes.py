@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gzip
 import os
 import sys
 import time
@@ -26,6 +27,8 @@ from .integrity import check_volume_file
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 IMAGE_COMMENTS_TAG = "0020|4000"  # DICOM Image Comments, copied into every slice written
+NIFTI_NOTES_KEY = "ITK_FileNotes"  # ITK writes it to the NIfTI header's descrip field and reads it back as descrip
+_NIFTI1_HEADER_SIZE, _NIFTI_DESCRIP = 348, slice(148, 228)  # descrip: 80 bytes, NUL-terminated
 _GRID_TOLERANCE = 1e-4  # relative for spacing/direction, in mm (scaled by spacing) for the origin
 
 
@@ -203,6 +206,22 @@ def _write_with_sitk(image: sitk.Image, path: Path, compress: bool) -> None:
     )
     if not same:
         raise EdranFusionError(f"could not write {path.name} completely; check free space and permissions")
+    notes = image.GetMetaData(NIFTI_NOTES_KEY) if image.HasMetaDataKey(NIFTI_NOTES_KEY) else ""
+    if notes and written.HasMetaDataKey("descrip") and written.GetMetaData("descrip") != notes:
+        _write_nifti_descrip(path, notes)
+
+
+def _write_nifti_descrip(path: Path, text: str) -> None:
+    """Put ``text`` in a NIfTI-1 file's descrip field: SimpleITK before 2.4 (Slicer 5.8's 2.3) does not write
+    ITK_FileNotes there, which would drop the provenance record from every NIfTI it writes."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as file:
+        data = bytearray(file.read())
+    if int.from_bytes(data[:4], "little") != _NIFTI1_HEADER_SIZE:
+        return  # not a little-endian NIfTI-1 header: leave the file as ITK wrote it
+    data[_NIFTI_DESCRIP] = text.encode()[:79].ljust(80, b"\0")
+    with opener(path, "wb") as file:
+        file.write(data)
 
 
 def _write_dicom_series(image: sitk.Image, folder: Path) -> None:
