@@ -43,7 +43,7 @@ test: setup web-assets browser wheel-check slicer58-check
 wheel-check: setup
 	$(PY) tools/wheel_check.py
 
-# The library's tests in Slicer 5.8's Python 3.9, with the packages the module installs there.
+# The library's tests in Slicer 5.8's Python 3.9: with what the module installs there, and with Slicer 5.8's own packages.
 slicer58-check: setup
 	$(PY) tools/slicer58_check.py
 
