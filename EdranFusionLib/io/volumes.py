@@ -195,31 +195,35 @@ def _quiet_native_stderr() -> Iterator[None]:
 
 def _write_with_sitk(image: sitk.Image, path: Path, compress: bool) -> None:
     """Write, then read back and compare: ITK's NIfTI writer reports a short write on stderr but does not fail."""
+    notes = image.GetMetaData(NIFTI_NOTES_KEY) if image.HasMetaDataKey(NIFTI_NOTES_KEY) else ""
     try:
         with _quiet_native_stderr():
             sitk.WriteImage(image, str(path), useCompression=compress)
+            if notes and path.name.lower().endswith((".nii", ".nii.gz")):
+                _ensure_nifti_descrip(path, notes)
             written = sitk.ReadImage(str(path))
-    except RuntimeError as error:  # ITK reports full disks and file size limits this way
+    except (RuntimeError, OSError) as error:  # ITK reports full disks and file size limits as RuntimeError
         raise EdranFusionError(f"could not write {path.name}; check free space and permissions") from error
     same = written.GetSize() == image.GetSize() and np.array_equal(
         sitk.GetArrayViewFromImage(written), sitk.GetArrayViewFromImage(image), equal_nan=True
     )
     if not same:
         raise EdranFusionError(f"could not write {path.name} completely; check free space and permissions")
-    notes = image.GetMetaData(NIFTI_NOTES_KEY) if image.HasMetaDataKey(NIFTI_NOTES_KEY) else ""
-    if notes and written.HasMetaDataKey("descrip") and written.GetMetaData("descrip") != notes:
-        _write_nifti_descrip(path, notes)
 
 
-def _write_nifti_descrip(path: Path, text: str) -> None:
-    """Put ``text`` in a NIfTI-1 file's descrip field: SimpleITK before 2.4 (Slicer 5.8's 2.3) does not write
-    ITK_FileNotes there, which would drop the provenance record from every NIfTI it writes."""
+def _ensure_nifti_descrip(path: Path, text: str) -> None:
+    """Make ``text`` the NIfTI-1 file's descrip field: SimpleITK before 2.4 (Slicer 5.8's 2.3) does not write
+    ITK_FileNotes there, which would drop the provenance record from every NIfTI it writes. Runs before the
+    read-back, so the rewritten file is the one checked."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
+    wanted = text.encode()[:79].ljust(80, b"\0")
+    with opener(path, "rb") as file:
+        header = file.read(_NIFTI1_HEADER_SIZE)
+    if int.from_bytes(header[:4], "little") != _NIFTI1_HEADER_SIZE or header[_NIFTI_DESCRIP] == wanted:
+        return  # not a little-endian NIfTI-1 header, or ITK wrote the field itself
     with opener(path, "rb") as file:
         data = bytearray(file.read())
-    if int.from_bytes(data[:4], "little") != _NIFTI1_HEADER_SIZE:
-        return  # not a little-endian NIfTI-1 header: leave the file as ITK wrote it
-    data[_NIFTI_DESCRIP] = text.encode()[:79].ljust(80, b"\0")
+    data[_NIFTI_DESCRIP] = wanted
     with opener(path, "wb") as file:
         file.write(data)
 
