@@ -25,8 +25,8 @@ GUIDED_STRATEGY = "guided-pyramid"
 # Beyond the paper: the decoded activity fusion pulled toward the sources' pixel maximum (fusion/anchored.py).
 ANCHORED_STRATEGY = "max-anchored"
 # Strategies that read the source images as well as their latents.
-SOURCE_STRATEGIES = (GUIDED_STRATEGY, ANCHORED_STRATEGY)
-STRATEGY_NAMES = LATENT_RULES + SOURCE_STRATEGIES + (LEARNED_STRATEGY,)
+SOURCE_STRATEGIES = (GUIDED_STRATEGY, ANCHORED_STRATEGY, LEARNED_STRATEGY)
+STRATEGY_NAMES = LATENT_RULES + SOURCE_STRATEGIES
 DEFAULT_STRATEGY = "sfnn-max"
 # One line per strategy for the Slicer panel and the web page: what it does, and whether it is the paper's.
 STRATEGY_DESCRIPTIONS = {
@@ -45,7 +45,8 @@ STRATEGY_DESCRIPTIONS = {
                       "(no decoder)",
     "max-anchored": "beyond the paper: the decoded activity fusion pulled toward the sources' pixel maximum, "
                     "partly their guided pyramid",
-    "learned": "beyond the paper: a trained head predicts per-pixel weights from both latents and decodes them",
+    "learned": "beyond the paper: a trained head mixes, per pixel, the decoded activity fusion, the sources' "
+               "maximum and their guided pyramid, weighed from both latents",
 }
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")

@@ -58,3 +58,22 @@ def test_target_summary_counts_metrics_beating_both_pixel_baselines_per_task() -
     assert beats_both_baselines([r for r in rows if r["task"] == "CT-MRI"], "learned") == ["PSNR", "SSIM"]
     table = "\n".join(target_summary(rows, ["learned"]))
     assert "| learned | 2 (PSNR, SSIM) | 2 (PSNR, SSIM) | 2 (PSNR, SSIM) |" in table
+
+
+def test_a_learned_default_must_beat_both_of_its_pixel_controls() -> None:
+    from EdranFusionLib.evaluation.study_report import PIXEL_HEAD, defaults_summary
+
+    base = {"PSNR": 15.0, "SSIM": 0.70, "FMI_edge": 0.85, "FSIM": 0.80, "Qabf": 0.50}
+    rows = []
+    for pair in ("p1", "p2"):
+        rows += [{"task": "CT-MRI", "pair": pair, "method": "pixel-average", **base},
+                 {"task": "CT-MRI", "pair": pair, "method": "pixel-max", **base},
+                 # Beats everything but the trained pixel head on FSIM and Qabf.
+                 {"task": "CT-MRI", "pair": pair, "method": "learned",
+                  **{k: v + 0.01 for k, v in base.items()}},
+                 {"task": "CT-MRI", "pair": pair, "method": "pixel-learned", **base},
+                 {"task": "CT-MRI", "pair": pair, "method": PIXEL_HEAD, **base, "FSIM": 0.9, "Qabf": 0.6}]
+    line = next(x for x in defaults_summary(rows, {"ct-mri": "learned"}) if x.startswith("| ct-mri"))
+    assert line == ("| ct-mri | learned | 5 (PSNR, SSIM, FMI_edge, FSIM, Qabf) | 3 (PSNR, SSIM, FMI_edge) | yes |")
+    without_head = [r for r in rows if r["method"] != PIXEL_HEAD]
+    assert "| 5 (PSNR, SSIM, FMI_edge, FSIM, Qabf) | yes |" in defaults_summary(without_head, {"ct-mri": "learned"})[4]

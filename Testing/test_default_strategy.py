@@ -171,3 +171,39 @@ def test_every_offered_strategy_says_what_it_does_and_whose_it_is():
                                                      "|f_a|^1.5 / (|f_a|^1.5 + |f_b|^1.5) per element")
     assert strategy_description("activity-p2").endswith("(the same rule as fer)")
     assert strategy_description("nonsense") == ""
+
+
+def _evidence(tmp_path: Path, learned_qabf: float) -> Path:
+    base = {"PSNR": 15.0, "SSIM": 0.70, "FMI_edge": 0.85, "FSIM": 0.80, "Qabf": 0.50}
+    rows = []
+    for pair in ("37003.png", "37004.png"):
+        rows += [{"pair": pair, "method": "pixel-average", **base}, {"pair": pair, "method": "pixel-max", **base},
+                 {"pair": pair, "method": "max-anchored", **base, "PSNR": 15.5, "SSIM": 0.71},
+                 {"pair": pair, "method": "learned", **base, "PSNR": 15.5, "SSIM": 0.71, "Qabf": learned_qabf}]
+    folder = tmp_path / f"evidence-{learned_qabf}"
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps({"settings": {"pairs": ["37003.png", "37004.png"]},
+                                                     "rows": rows}))
+    return folder
+
+
+def test_the_head_becomes_a_default_only_with_more_wins_on_held_out_training_series(tmp_path: Path) -> None:
+    card = {"name": "ct-mri", "task": "ct-mri", "default_strategy": "max-anchored"}
+    (tmp_path / "ct-mri.json").write_text(json.dumps(card))
+    tie = study.adopt_head(_evidence(tmp_path, 0.50), "ct-mri", tmp_path)
+    assert not tie["adopted"] and json.loads((tmp_path / "ct-mri.json").read_text()) == card
+    more = study.adopt_head(_evidence(tmp_path, 0.55), "ct-mri", tmp_path)
+    assert more["adopted"] and more["beats_both_pixel_baselines"]["learned"] == ["PSNR", "SSIM", "Qabf"]
+    written = json.loads((tmp_path / "ct-mri.json").read_text())
+    assert written["default_strategy"] == "learned"
+    assert written["default_strategy_basis"]["beats_both_pixel_baselines"]["max-anchored"] == ["PSNR", "SSIM"]
+    assert written["default_strategy_basis"]["evidence_pairs"] == ["37003.png", "37004.png"]
+
+
+def test_adopt_head_refuses_evidence_that_does_not_score_the_current_default(tmp_path: Path) -> None:
+    folder = _evidence(tmp_path, 0.55)
+    rows = [r for r in json.loads((folder / "metrics.json").read_text())["rows"] if r["method"] != "max-anchored"]
+    (folder / "metrics.json").write_text(json.dumps({"settings": {"pairs": []}, "rows": rows}))
+    (tmp_path / "ct-mri.json").write_text(json.dumps({"name": "ct-mri", "default_strategy": "max-anchored"}))
+    with pytest.raises(EdranFusionError, match="does not score max-anchored"):
+        study.adopt_head(folder, "ct-mri", tmp_path)

@@ -1,5 +1,6 @@
-"""The learned stage-2 fusion (beyond the paper): the head, its loss, its trainer (exact resume), shipping it into
-a model file and fusing with ``strategy="learned"`` through the real fuser. Tiny synthetic data."""
+"""The learned stage-2 fusion (beyond the paper): the mixture head, its loss, its trainer (exact resume), its
+pixel-domain controls, shipping it into a model file and fusing with ``strategy="learned"`` through the real
+fuser. Tiny synthetic data."""
 
 from __future__ import annotations
 
@@ -16,9 +17,8 @@ from test_training import assert_identical, weights_of
 
 from EdranFusionLib.errors import EdranFusionError
 from EdranFusionLib.evaluation.comparison import latent_methods, learned_pixel_control
-from EdranFusionLib.fusion.learned import learned_weights
+from EdranFusionLib.fusion.learned import head_candidates, learned_weights, pixel_candidates, starting_blend
 from EdranFusionLib.fusion.pipeline import fuse_images
-from EdranFusionLib.fusion.rules import fuse_latents
 from EdranFusionLib.io.model_files import load_model, save_bundled
 from EdranFusionLib.io.weights import WEIGHTS_DIR
 from EdranFusionLib.network.fusion_head import FusionHead
@@ -31,17 +31,34 @@ def _latents(seed: int, shape=(2, 64, 12, 12)) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
-def test_a_new_head_blends_half_and_half_through_the_models_decoder() -> None:
+def test_a_new_head_starts_as_max_anchored_fusions_fixed_blend() -> None:
     model = EHDRAN().eval()
-    head = FusionHead.starting_from(model.decoder).eval()
+    head = FusionHead.starting_as(64, starting_blend()).eval()
     fa, fb = _latents(0), _latents(1)
-    weight = head.weight_map(fa, fb)
-    assert weight.shape == (2, 1, 12, 12) and ((weight > 0) & (weight < 1)).all()
-    torch.testing.assert_close(weight, torch.full_like(weight, 0.5), atol=0.02, rtol=0)
+    ya, yb = (torch.rand((2, 1, 12, 12), generator=torch.Generator().manual_seed(s)) for s in (2, 3))
     with torch.no_grad():
-        expected = model.decode(fb + weight * (fa - fb))
-        torch.testing.assert_close(head(fa, fb), expected)
-        torch.testing.assert_close(head(fa, fb), model.decode(fuse_latents(fa, fb, "average")), atol=0.05, rtol=0)
+        candidates = head_candidates(model.decode, fa, fb, ya, yb)
+        weights = head.mixture_weights(fa, fb, candidates)
+        assert candidates.shape == (2, 3, 12, 12) and weights.shape == (2, 3, 12, 12)
+        torch.testing.assert_close(weights.sum(1), torch.ones(2, 12, 12))
+        blend = torch.tensor(starting_blend())[None, :, None, None]
+        torch.testing.assert_close(weights, blend.expand_as(weights), atol=0.02, rtol=0)
+        # The blend is max-anchored fusion's: the decoded activity fusion pulled toward max and pyramid.
+        torch.testing.assert_close(head(fa, fb, candidates), (blend * candidates).sum(1, keepdim=True),
+                                   atol=0.02, rtol=0)
+        assert sum(starting_blend()) == pytest.approx(1.0)
+        assert candidates[:, 1:2].equal(torch.maximum(ya, yb))
+
+
+def test_the_head_weighs_each_pixel_from_the_latents() -> None:
+    head = FusionHead.starting_as(64)
+    with torch.no_grad():
+        head.weights[-1].weight.normal_(0, 1, generator=torch.Generator().manual_seed(0))
+    candidates = torch.rand(2, 3, 12, 12)
+    first = head.mixture_weights(_latents(0), _latents(1), candidates)
+    second = head.mixture_weights(_latents(2), _latents(3), candidates)
+    assert (first - second).abs().max() > 0.05  # other latents, other weights for the same candidates
+    assert first[0, 0].std() > 0.01  # not one weight per image, as the paper's SFNN
 
 
 def test_ssim_and_psnr_match_the_reference_definitions() -> None:
@@ -165,16 +182,37 @@ def test_ship_head_refuses_a_head_trained_on_another_autoencoder(finished: Path,
         report.ship_head(finished, "tiny", models)
 
 
-def test_pixel_control_applies_the_heads_own_weights_to_the_sources(finished: Path) -> None:
+def test_pixel_control_applies_the_heads_own_weights_to_the_pixel_candidates(finished: Path) -> None:
     model = load_model(finished / "final.pt")
     a = np.random.default_rng(2).integers(0, 256, (20, 20)).astype(np.uint8)
     b = np.random.default_rng(3).integers(0, 256, (20, 20)).astype(np.uint8)
     with torch.no_grad():
         pair = torch.from_numpy(np.stack([a, b])[:, None] / 255.0).float()
-        weight = learned_weights(model, *model.encode(pair).chunk(2))[0, 0].double().numpy()
-    expected = np.clip(np.rint(weight * a + (1 - weight) * b), 0, 255)
+        ya, yb = pair.chunk(2)
+        weights = learned_weights(model, *model.encode(pair).chunk(2), ya, yb)
+        expected = (weights * pixel_candidates(ya, yb)).sum(1)[0].double().numpy() * 255
     got = learned_pixel_control(str(finished / "final.pt"))("pair", a, b)
-    assert np.abs(got.astype(int) - expected).max() <= 1
+    assert np.abs(got.astype(int) - np.clip(np.rint(expected), 0, 255)).max() <= 1
+
+
+def test_pixel_head_trains_on_the_images_and_their_pixel_rule_candidates(pairs: Path, autoencoder: Path,
+                                                                          tmp_path: Path) -> None:
+    from EdranFusionLib.evaluation.comparison import pixel_head
+
+    run_dir = tmp_path / "pixels"
+    assert fusion_trainer.main(_options(pairs, autoencoder, run_dir, "--on-pixels")) == 0
+    state = torch.load(run_dir / "final.pt", map_location="cpu", weights_only=True)
+    assert state["reduce.0.weight"].shape[1] == 2  # the two images are its only "latents"
+    a, b = (np.random.default_rng(s).integers(0, 256, (20, 20)).astype(np.uint8) for s in (4, 5))
+    fused = pixel_head(str(run_dir / "final.pt"))("pair", a, b)
+    assert fused.shape == a.shape and fused.dtype == np.uint8
+
+
+def test_a_head_of_the_earlier_version_is_a_clear_error(tmp_path: Path) -> None:
+    state = {**EHDRAN().state_dict(), "fusion_head.decoder.layers.0.weight": torch.zeros(1)}
+    torch.save(state, tmp_path / "old.pt")
+    with pytest.raises(EdranFusionError, match="earlier version .* train the head again"):
+        load_model(tmp_path / "old.pt")
 
 
 def test_bundled_cards_name_their_fusion_head_when_they_have_one() -> None:

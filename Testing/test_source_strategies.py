@@ -1,12 +1,12 @@
-"""Strategies that read the source images as well as their latents (guided pyramid, max-anchored fusion): they
-refuse to run on latents alone, the fuser and the evaluation fuse alike, and the network's result is not its
-pixel-domain control's."""
+"""Strategies that read the source images as well as their latents (guided pyramid, max-anchored and learned
+fusion): they refuse to run on latents alone; for the two rules the fuser and the evaluation fuse alike and the
+network's result is not its pixel-domain control's (the learned head: Testing/test_fusion_head.py)."""
 
 import numpy as np
 import pytest
 import torch
 
-from EdranFusionLib.choices import SOURCE_STRATEGIES
+from EdranFusionLib.choices import LEARNED_STRATEGY, SOURCE_STRATEGIES
 from EdranFusionLib.errors import EdranFusionError
 from EdranFusionLib.evaluation.comparison import latent_methods, pixel_rule
 from EdranFusionLib.fusion.fuser import fuse_stacks
@@ -24,7 +24,7 @@ def test_is_not_a_rule_on_latents_alone(model, strategy):
         decode_fused(model, f, f, strategy)
 
 
-@pytest.mark.parametrize("strategy", SOURCE_STRATEGIES)
+@pytest.mark.parametrize("strategy", [s for s in SOURCE_STRATEGIES if s != LEARNED_STRATEGY])
 def test_fuser_and_evaluation_agree_and_differ_from_the_pixel_control(model_path, strategy):
     rng = np.random.default_rng(1)
     a, b = (rng.integers(0, 256, (40, 48), dtype=np.uint8) for _ in range(2))

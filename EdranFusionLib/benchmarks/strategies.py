@@ -29,13 +29,12 @@ def strategy_timings(base: EHDRAN, precision: str = "auto", repeats: int = 3) ->
     encode = median_seconds(lambda: model.encode(pair), repeats)
     latent_a, latent_b = model.encode(pair).chunk(2)
     rows = {}
-    learned = (LEARNED_STRATEGY,) if model.fusion_head is not None else ()
     sources = pair.float().chunk(2)
     defaults = {name: card_default_strategy(model.card) for name, model in bundled_models().items()}
     # activity-p0.5: one member of the activity family
-    timed = (*LATENT_RULES, "activity-p0.5", *SOURCE_STRATEGIES, *learned, *defaults.values())
-    for strategy in dict.fromkeys(s for s in timed if s != LEARNED_STRATEGY or learned):
-        has_rule_step = strategy != LEARNED_STRATEGY and strategy not in SOURCE_STRATEGIES
+    timed = (*LATENT_RULES, "activity-p0.5", *SOURCE_STRATEGIES, *defaults.values())
+    for strategy in dict.fromkeys(s for s in timed if s != LEARNED_STRATEGY or model.fusion_head is not None):
+        has_rule_step = strategy not in SOURCE_STRATEGIES
         rule = (median_seconds(lambda s=strategy: fuse_latents(latent_a, latent_b, s), repeats)
                 if has_rule_step else None)
         decode = median_seconds(lambda s=strategy: decode_fused(model, latent_a, latent_b, s, sources), repeats)

@@ -67,11 +67,12 @@ def pixel_rule(strategy: str) -> Fuse:
 
 
 def learned_pixel_control(model: str) -> Fuse:
-    """The learned head's own per-pixel weights applied to the sources' luminance (no decoder): what the
-    head's decoder adds over the blend it chose."""
+    """The learned head's own per-pixel weights applied to the pixel-domain candidates (the pixel activity fusion,
+    the maximum, the intensity-weighted pyramid; no decoder): what the network's candidates add over the same mix
+    of pixel rules."""
     import torch
 
-    from ..fusion.learned import learned_weights
+    from ..fusion.learned import learned_weights, pixel_candidates
     from ..fusion.pipeline import as_model
     from ..network.model import fold_for_inference
 
@@ -80,27 +81,31 @@ def learned_pixel_control(model: str) -> Fuse:
     @torch.inference_mode()
     def fuse(_name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         pair = _pair_batch(a, b)
-        weight = learned_weights(network, *network.encode(pair).chunk(2))[0, 0].double().numpy()
-        ya, yb = (gray_levels(x).astype(np.float64) for x in (a, b))
-        return _as_output(weight * ya + (1 - weight) * yb, a, b)
+        ya, yb = pair.chunk(2)
+        weights = learned_weights(network, *network.encode(pair).chunk(2), ya, yb)
+        candidates = pixel_candidates(ya, yb)
+        return _as_output((weights * candidates).sum(1)[0].double().numpy() * 255, a, b)
 
     return fuse
 
 
 def pixel_head(weights_file: str) -> Fuse:
-    """A weight network trained on the source images themselves (``fusion_trainer --on-pixels``): the learned
-    head's pixel-domain control, the same architecture and loss without the encoder."""
+    """A head trained on the source images themselves (``fusion_trainer --on-pixels``): the learned head's
+    pixel-domain control, the same architecture and loss on the images and their pixel-rule candidates, without
+    the encoder and the decoder."""
     import torch
 
+    from ..fusion.learned import pixel_candidates
     from ..network.fusion_head import FusionHead
 
-    head = FusionHead(1, decoder=False).eval()
+    head = FusionHead(1).eval()
     head.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
 
     @torch.inference_mode()
     def fuse(_name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        ya, yb = (torch.from_numpy(gray_levels(x) / 255.0).float()[None, None] for x in (a, b))
-        return _as_output(head(ya, yb)[0, 0].double().numpy() * 255, a, b)
+        ya, yb = _pair_batch(a, b).chunk(2)
+        fused = head(ya, yb, pixel_candidates(ya, yb))
+        return _as_output(fused[0, 0].double().numpy() * 255, a, b)
 
     return fuse
 

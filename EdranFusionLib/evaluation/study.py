@@ -7,6 +7,8 @@ its worst task.
 ``score``: the chosen rules, their pixel-domain controls, the p sweep for the PSNR-Qabf figure, the paper's sfnn-max
 and the pixel baselines on the VALIDATION series, with paired wins and bootstrap intervals, montages and the
 trade-off figure. Run as ``python -m EdranFusionLib.evaluation.study tune|score --data HARVARD --out FOLDER``.
+``apply`` writes the tuned defaults into the cards; ``adopt-head`` makes the learned head a model's default on
+evidence from a training series its held-out run was not trained on.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ..errors import EdranFusionError, exit_status_of
 from ..fusion import anchored, guided, spatial
 from ..io import images
 from ..io.atomic import atomic_output
-from ..io.weights import WEIGHTS_DIR, installed_models
+from ..io.weights import WEIGHTS_DIR, card_default_strategy, default_strategy_of, installed_models
 from ..training.datasets import series_of
 from .comparison import latent_methods, pixel_head, pixel_rule
 from .evaluate import Method, pixel_baseline
@@ -191,6 +193,34 @@ def apply_defaults(out: Path, directory: Path) -> dict[str, str]:
     return written
 
 
+def adopt_head(evidence: Path, model: str, directory: Path) -> dict:
+    """Make the learned head ``model``'s default if, on a training series its held-out run was not trained on
+    (``evidence``: that run's ``edranfusion evaluate ... --baselines`` report, scoring the current default too),
+    it beats both pixel baselines on more target metrics than the current default does. The training pairs of
+    ``tune`` cannot judge a head trained on them; this rule is applied before any validation score."""
+    card_file = directory / f"{model}.json"
+    if not card_file.is_file():
+        raise EdranFusionError(f"no card {card_file}")
+    card = json.loads(card_file.read_text())
+    report = json.loads((evidence / "metrics.json").read_text())
+    rows, current = report["rows"], card_default_strategy(card)
+    missing = {LEARNED_STRATEGY, current, "pixel-average", "pixel-max"} - {row["method"] for row in rows}
+    if missing:
+        raise EdranFusionError(f"{evidence} does not score {', '.join(sorted(missing))}; evaluate with --strategy "
+                               f"{LEARNED_STRATEGY},{current} --baselines")
+    wins = {strategy: beats_both_baselines(rows, strategy) for strategy in (LEARNED_STRATEGY, current)}
+    adopted = len(wins[LEARNED_STRATEGY]) > len(wins[current])
+    if adopted:
+        card["default_strategy"] = LEARNED_STRATEGY
+        card["default_strategy_basis"] = {
+            "chosen_by": "evaluation/study.py adopt-head: a head trained without these training series, scored on "
+                         "them (validation never used); the shipped head was then trained on all training series",
+            "evidence_pairs": report["settings"]["pairs"], "beats_both_pixel_baselines": wins}
+        with atomic_output(card_file) as temporary:
+            temporary.write_text(json.dumps(card, indent=2) + "\n")
+    return {"model": model, "adopted": adopted, "beats_both_pixel_baselines": wins}
+
+
 def score(data: Path, out: Path, pairs: int, montage: int = 2, pixel_heads: Path | None = None) -> dict:
     """The validation series, scored once with the tuned rules; writes score.json, comparison.md, figures.
 
@@ -220,7 +250,7 @@ def score(data: Path, out: Path, pairs: int, montage: int = 2, pixel_heads: Path
         montages[task] = [MontageRow(r.name, [c for c in r.columns if c[0] in keep]) for r in shown]
     result = {"pairs_per_task": pairs, "chosen": chosen, "rules": rules, "rows": rows}
     (out / "score.json").write_text(json.dumps(result, indent=1) + "\n")
-    write_tables(out, rows, rules, tuned.get("defaults", {}))
+    write_tables(out, rows, rules, {model: default_strategy_of(model) for model in TASKS.values()})
     for task, shown in montages.items():
         if shown:
             write_montage(shown, out / f"montage_{TASKS[task]}.png")
@@ -231,10 +261,14 @@ def score(data: Path, out: Path, pairs: int, montage: int = 2, pixel_heads: Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m EdranFusionLib.evaluation.study")
-    parser.add_argument("phase", choices=("tune", "score", "apply"),
-                        help="apply: write tune.json's default strategies into the cards in --directory")
+    parser.add_argument("phase", choices=("tune", "score", "apply", "adopt-head"),
+                        help="apply: write tune.json's default strategies into the cards in --directory; "
+                             "adopt-head: make the learned head --model's default on --evidence")
     parser.add_argument("--data", type=Path, default=None, help="tune, score: the harvard folder")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=None, help="tune, score, apply: the study folder")
+    parser.add_argument("--evidence", type=Path, default=None,
+                        help="adopt-head: evaluate report of a head run holding out a training series")
+    parser.add_argument("--model", default=None, help="adopt-head: the task model")
     parser.add_argument("--pairs", type=int, default=4, help="pairs per task")
     parser.add_argument("--montage", type=int, default=2, help="validation pairs per task in the montages")
     parser.add_argument("--pixel-heads", type=Path, default=None,
@@ -248,6 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     def work() -> int:
+        if args.phase == "adopt-head":
+            if args.evidence is None or args.model is None:
+                raise EdranFusionError("adopt-head needs --evidence (an evaluate report folder) and --model")
+            print(json.dumps(adopt_head(args.evidence, args.model, args.directory or WEIGHTS_DIR), indent=1))
+            return 0
+        if args.out is None:
+            raise EdranFusionError(f"{args.phase} needs --out (the study folder)")
         if args.phase != "apply" and args.data is None:
             raise EdranFusionError(f"{args.phase} needs --data (the harvard folder)")
         if args.phase == "tune":

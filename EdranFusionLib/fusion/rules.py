@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..choices import ACTIVITY_MEMBERS, DEFAULT_STRATEGY, LATENT_RULES, LEARNED_STRATEGY, SOURCE_STRATEGIES
+from ..choices import ACTIVITY_MEMBERS, DEFAULT_STRATEGY, LATENT_RULES, SOURCE_STRATEGIES
 from ..errors import EdranFusionError
 from .sfnn import sfnn_weights
 from .spatial import fuse_activity, fuse_spatial
@@ -39,7 +39,7 @@ def fuse_latents(fa: torch.Tensor, fb: torch.Tensor, strategy: str = DEFAULT_STR
         return torch.maximum(fa, fb)
     elif (fused := fuse_spatial(fa, fb, strategy)) is not None:
         return fused
-    elif strategy == LEARNED_STRATEGY or strategy in SOURCE_STRATEGIES:
+    elif strategy in SOURCE_STRATEGIES:
         raise EdranFusionError(f"strategy '{strategy}' is not a rule on latents alone; fuse through the fuser or "
                                "fusion.strategies.decode_fused")
     else:

@@ -42,6 +42,11 @@ def model_from_state_dict(state: dict[str, torch.Tensor], source: str = "weights
     """Build the matching architecture (with or without DRGO, with or without the learned fusion head) and
     load ``state`` strictly."""
     model = EHDRAN(use_drgo=any(key.startswith("drgo.") for key in state))
+    if any(key.startswith("fusion_head.decoder.") for key in state):
+        raise EdranFusionError(
+            f"{source} holds a learned fusion head of an earlier version (weights and a decoder copy), which this "
+            "version replaced by a mixture head; train the head again (training/fusion_trainer.py)"
+        )
     if any(key.startswith("fusion_head.") for key in state):
         model.fusion_head = FusionHead()
     try:

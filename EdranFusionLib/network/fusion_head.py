@@ -1,57 +1,60 @@
-"""Learned stage-2 fusion (beyond the paper): per-pixel fusion weights predicted from both latents, and a copy
-of the decoder fine-tuned on fused latents.
+"""Learned stage-2 fusion (beyond the paper): a small network that mixes candidate fused images pixel by pixel,
+weighing them from both latents.
 
-The paper's SFNN gives one weight per image (fusion/sfnn.py); this head gives one per pixel, from what both
-encoders see around it, and its decoder learns to render blended latents rather than single images. It is
-trained on pairs without ground truth with the encoder frozen (training/fusion_trainer.py) and stored with
-the autoencoder in the same weights file under ``fusion_head.*``.
+The paper's SFNN gives one weight per image (fusion/sfnn.py). Fixed blends trade one metric for another (the
+decoded latents keep intensity and structure, the pixel maximum and the guided pyramid keep edges), so the head
+chooses the blend per pixel: it sees both latents and the candidates (fusion/learned.py) and gives each pixel
+softmax weights over them. It starts as a fixed blend (max-anchored fusion's, fusion/anchored.py) and is trained
+on pairs without ground truth with the encoder and decoder frozen (training/fusion_trainer.py); it is stored
+with the autoencoder in the same weights file under ``fusion_head.*``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
-from .model import _LEAK, LATENT_CHANNELS, Decoder
+from .model import _LEAK, LATENT_CHANNELS
 
+CANDIDATES = 3
+REDUCED_CHANNELS = 16
 HIDDEN_CHANNELS = 32
+_EVEN_START = (1 / CANDIDATES,) * CANDIDATES
 
 
 class FusionHead(nn.Module):
-    """Weights W_a in (0, 1) per pixel from both latents (1x1 reduction, two dilated 3x3 convs, sigmoid);
-    fused latent W_a f_a + (1 - W_a) f_b; image from the head's own decoder."""
+    """Per-pixel softmax weights over ``CANDIDATES`` images from both latents (1x1 reduction) and the
+    candidates themselves (a dilated 3x3 conv, a 3x3 conv, a 1x1 conv); the fused image is their weighted sum."""
 
-    def __init__(self, channels: int = LATENT_CHANNELS, hidden: int = HIDDEN_CHANNELS, decoder: bool = True) -> None:
+    def __init__(self, channels: int = LATENT_CHANNELS) -> None:
         super().__init__()
+        self.reduce = nn.Sequential(nn.Conv2d(2 * channels, REDUCED_CHANNELS, 1), nn.LeakyReLU(_LEAK))
         self.weights = nn.Sequential(
-            nn.Conv2d(2 * channels, hidden, 1), nn.LeakyReLU(_LEAK),
-            nn.Conv2d(hidden, hidden, 3, padding=2, dilation=2), nn.LeakyReLU(_LEAK),
-            nn.Conv2d(hidden, 1, 3, padding=1),
+            nn.Conv2d(REDUCED_CHANNELS + CANDIDATES, HIDDEN_CHANNELS, 3, padding=2, dilation=2), nn.LeakyReLU(_LEAK),
+            nn.Conv2d(HIDDEN_CHANNELS, HIDDEN_CHANNELS, 3, padding=1), nn.LeakyReLU(_LEAK),
+            nn.Conv2d(HIDDEN_CHANNELS, CANDIDATES, 1),
         )
-        self.decoder = Decoder(channels) if decoder else nn.Identity()
 
-    def weight_map(self, fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
-        """W_a [B, 1, H, W] in (0, 1), float32."""
-        return torch.sigmoid(self.weights(torch.cat([fa, fb], dim=1)).float())
+    def mixture_weights(self, fa: torch.Tensor, fb: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Weights [B, CANDIDATES, H, W] (float32, summing to 1 per pixel) for candidates [B, CANDIDATES, H, W]."""
+        reduced = self.reduce(torch.cat([fa, fb], dim=1))
+        logits = self.weights(torch.cat([reduced, candidates.to(reduced.dtype)], dim=1))
+        return torch.softmax(logits.float(), dim=1)
 
-    def forward(self, fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
-        """The fused image [B, 1, H, W] (unclamped, like the autoencoder's decoder)."""
-        weight = self.weight_map(fa, fb).to(fa.dtype)
-        return self.decoder(fb + weight * (fa - fb))
+    def forward(self, fa: torch.Tensor, fb: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """The fused image [B, 1, H, W] (float32)."""
+        weights = self.mixture_weights(fa, fb, candidates)
+        return (weights * candidates.float()).sum(dim=1, keepdim=True)
 
     @classmethod
-    def starting_from(cls, decoder: Decoder | None) -> FusionHead:
-        """A new head whose decoder starts as ``decoder`` and whose weights start near one half everywhere.
-
-        ``decoder=None`` builds the pixel-domain control: the same weight network on the two source images
-        (one channel each), blending the pixels themselves, with no encoder and no decoder."""
-        if decoder is None:
-            head = cls(1, decoder=False)
-        else:
-            head = cls(decoder.layers[0].in_channels)
-            head.decoder.load_state_dict(decoder.state_dict())
+    def starting_as(cls, channels: int, blend: Sequence[float] = _EVEN_START) -> FusionHead:
+        """A new head on latents of ``channels`` channels whose weights start near the fixed ``blend`` of the
+        candidates everywhere (1 channel: the pixel-domain control, the images as their own latents)."""
+        head = cls(channels)
         with torch.no_grad():
             last = head.weights[-1]
             last.weight.mul_(0.01)
-            last.bias.zero_()
+            last.bias.copy_(torch.tensor(blend, dtype=torch.float32).clamp_min(1e-3).log())
         return head

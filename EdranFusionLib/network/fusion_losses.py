@@ -8,10 +8,12 @@ sources at once.
   (the intensity term of common unsupervised fusion networks: bright structures of either source kept);
 - structure: 1 - the mean over the two sources of SSIM(F, source) (11x11 Gaussian window, sigma 1.5);
 - edges: L1 distance of F's Sobel gradient to the stronger of the two sources' gradients at each pixel,
-  relative to that gradient's mean magnitude.
+  relative to that gradient's mean magnitude;
+- fsim and qabf: 1 - the mean over the two sources of FSIM(F, source), and 1 - Qabf(F; A, B), the metrics
+  themselves in torch (metric_losses.py): the edge term alone traded FSIM for edge strength.
 
-These are differentiable forms of metrics the evaluation reports (PSNR, SSIM; the edge term is close to what
-Qabf and FSIM reward), so scores of a model trained with it are partly scores on its own objective: the model
+These are differentiable forms of metrics the evaluation reports (PSNR, SSIM, FSIM, Qabf; the edge term is close
+to what Qabf rewards), so scores of a model trained with it are partly scores on its own objective: the model
 card says so, and the validation series are never trained on.
 """
 
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import metric_losses
 from .losses import sobel
 
 INTENSITY_TARGETS = ("average", "max")
@@ -66,7 +69,7 @@ class FusionLoss(nn.Module):
     """Total loss and its parts for a fused batch and its two sources (all [B,1,H,W] in [0,1])."""
 
     def __init__(self, psnr_weight: float = 1.0, ssim_weight: float = 1.0, gradient_weight: float = 1.0,
-                 intensity_target: str = "average") -> None:
+                 intensity_target: str = "average", *, fsim_weight: float = 0.0, qabf_weight: float = 0.0) -> None:
         super().__init__()
         if intensity_target not in INTENSITY_TARGETS:
             raise ValueError(f"intensity target must be one of {INTENSITY_TARGETS}, not {intensity_target!r}")
@@ -74,6 +77,8 @@ class FusionLoss(nn.Module):
         self.psnr_weight = psnr_weight
         self.ssim_weight = ssim_weight
         self.gradient_weight = gradient_weight
+        self.fsim_weight = fsim_weight
+        self.qabf_weight = qabf_weight
 
     def forward(self, fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         fused, a, b = fused.float(), a.float(), b.float()
@@ -89,5 +94,12 @@ class FusionLoss(nn.Module):
         edges = ((got_x - want_x).abs() + (got_y - want_y).abs()).mean() / scale
         total = (self.psnr_weight * -intensity / 10 + self.ssim_weight * (1 - mean_ssim)
                  + self.gradient_weight * edges)
-        parts = {"total": total, "psnr": intensity, "ssim": mean_ssim, "edges": edges}
+        parts = {"psnr": intensity, "ssim": mean_ssim, "edges": edges}
+        if self.fsim_weight:  # phase congruency is the costly part: computed only when weighed
+            parts["fsim"] = ((metric_losses.fsim(fused, a) + metric_losses.fsim(fused, b)) / 2).mean()
+            total = total + self.fsim_weight * (1 - parts["fsim"])
+        if self.qabf_weight:
+            parts["qabf"] = metric_losses.qabf(fused, a, b).mean()
+            total = total + self.qabf_weight * (1 - parts["qabf"])
+        parts = {"total": total, **parts}
         return total, {name: float(value.detach()) for name, value in parts.items()}

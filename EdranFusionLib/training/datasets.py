@@ -200,11 +200,25 @@ class TrainingImages:
         samples = [s for s in samples for _ in range(repeat_count(s, repeats or {}))]
         # [1, H, W] per image; a [2, H, W] sample (a co-registered pair, stage 2) is cropped and flipped as one.
         self.images = [torch.from_numpy(s.image if s.image.ndim == 3 else s.image[None]) for s in samples]
+        self._check_and_keep(crop, flips, bright_crops)
+        # Bright pixels (bone in CT, the brightest tenth elsewhere) that a bright-centred crop may be centred on.
+        self.bright = [_bright_pixels(s.image) for s in samples] if crop is not None and bright_crops > 0 else []
+
+    @classmethod
+    def of_tensors(cls, tensors: Sequence[torch.Tensor], crop: int | None = None, flips: bool = False
+                   ) -> TrainingImages:
+        """Batches of given [C, H, W] tensors (any dtype). Two sets of the same count and sizes with the same
+        seed are cut and flipped identically, so tensors of one pair kept in two dtypes stay aligned."""
+        images = cls.__new__(cls)
+        images.images = list(tensors)
+        images._check_and_keep(crop, flips, 0.0)
+        images.bright = []
+        return images
+
+    def _check_and_keep(self, crop: int | None, flips: bool, bright_crops: float) -> None:
         self.crop = crop
         self.flips = flips
         self.bright_crops = bright_crops
-        # Bright pixels (bone in CT, the brightest tenth elsewhere) that a bright-centred crop may be centred on.
-        self.bright = [_bright_pixels(s.image) for s in samples] if crop is not None and bright_crops > 0 else []
         sizes = {tuple(image.shape[-2:]) for image in self.images}
         if crop is None and len(sizes) > 1:
             raise EdranFusionError(

@@ -1,9 +1,10 @@
-"""Stage-2 training (beyond the paper): the learned fusion head on a trained, frozen EH-DRAN encoder.
+"""Stage-2 training (beyond the paper): the learned fusion head on a trained, frozen EH-DRAN autoencoder.
 
-Pairs of co-registered training images (pair folders; A = the MRI folder, B = the other) are cropped and
-flipped together; the frozen encoder gives both latents, the head (network/fusion_head.py: per-pixel weights
-and its own decoder, started from the model's decoder) fuses them, and network/fusion_losses.py scores the
-result against both sources. Validation series are left out entirely: they are scored once, afterwards.
+For each pair of co-registered training images (pair folders; A = the MRI folder, B = the other) the frozen
+encoder gives both latents and the frozen decoder the candidates the head mixes (training/head_inputs.py, once
+per pair); crops of them, flipped together, go through the head (network/fusion_head.py: per-pixel weights over
+the candidates, started at max-anchored fusion's fixed blend), and network/fusion_losses.py scores the result
+against both sources. Validation series are left out entirely: they are scored once, afterwards.
 
 Run as ``python -m EdranFusionLib.training.fusion_trainer --data H/CT-MRI --model ct-mri --run-dir DIR``. The
 run folder holds config.json, split.json, metrics.jsonl, checkpoint.pt (atomic, every epoch and every
@@ -23,19 +24,21 @@ import numpy as np
 import torch
 
 from ..errors import EdranFusionError, exit_status_of
+from ..fusion.learned import starting_blend
 from ..io.atomic import atomic_output
 from ..io.images import common_names
 from ..io.model_files import load_model
 from ..network.devices import cpu_has_fast_bf16
 from ..network.fusion_head import FusionHead
 from ..network.fusion_losses import INTENSITY_TARGETS, FusionLoss
-from ..network.model import fold_for_inference
-from .datasets import Sample, TrainingImages, load_gray, series_of
+from ..network.model import LATENT_CHANNELS, fold_for_inference
+from .datasets import Sample, load_gray, series_of
+from .head_inputs import HeadBatch, HeadInputs
 from .trainer import learning_rate
 
 RUN_DEFINING = ("data", "model", "epochs", "batch_size", "lr", "lr_min", "crop", "flips", "psnr_weight",
-                "ssim_weight", "gradient_weight", "intensity_target", "freeze_decoder", "on_pixels", "val_series",
-                "seed")
+                "ssim_weight", "gradient_weight", "fsim_weight", "qabf_weight", "intensity_target", "on_pixels",
+                "val_series", "seed")
 
 
 def training_pairs(folders: list[Path], held_out: set[str]) -> tuple[list[Sample], dict]:
@@ -67,25 +70,26 @@ class FusionTrainer:
         self.run_dir: Path = args.run_dir
         self.config = {key: getattr(args, key) for key in RUN_DEFINING}
         self.config["data"] = [str(Path(p).expanduser().resolve()) for p in args.data]
+        if not args.resume and self.run_dir.exists():  # before minutes of latents are computed
+            raise EdranFusionError(f"run folder {self.run_dir} already exists; pass --resume or choose a new one")
         self.bf16 = args.precision == "bf16" or (args.precision == "auto" and cpu_has_fast_bf16())
         torch.manual_seed(args.seed)
         held_out = set(args.val_series.split(",")) if args.val_series else set()
         pairs, self.split = training_pairs([Path(p) for p in args.data], held_out)
-        self.images = TrainingImages(pairs, args.crop, args.flips)
-        self.steps_per_epoch = self.images.steps_per_epoch(args.batch_size)
-        if self.steps_per_epoch == 0:
+        if len(pairs) < args.batch_size:
             raise EdranFusionError(f"{len(pairs)} training pairs are fewer than one batch; lower --batch-size")
-        self.total_steps = self.steps_per_epoch * args.epochs
         self.model = load_model(args.model).requires_grad_(False)
-        self.encoder = None if args.on_pixels else fold_for_inference(self.model).to(memory_format=torch.channels_last)
-        if self.encoder is not None and self.bf16:
-            self.encoder.to(torch.bfloat16)
-        self.head = FusionHead.starting_from(None if args.on_pixels else self.model.decoder)
+        encoder = None if args.on_pixels else fold_for_inference(self.model).to(memory_format=torch.channels_last)
+        dtype = torch.bfloat16 if self.bf16 else torch.float32
+        self.inputs = HeadInputs(pairs, None if encoder is None else encoder.to(dtype), args.crop, args.flips,
+                                 dtype=dtype, progress=args.progress)
+        self.steps_per_epoch = self.inputs.steps_per_epoch(args.batch_size)
+        self.total_steps = self.steps_per_epoch * args.epochs
+        self.head = FusionHead.starting_as(1 if args.on_pixels else LATENT_CHANNELS, starting_blend())
         self.head.to(memory_format=torch.channels_last)
-        if args.freeze_decoder and not args.on_pixels:
-            self.head.decoder.requires_grad_(False)
-        self.optimizer = torch.optim.Adam([p for p in self.head.parameters() if p.requires_grad], lr=args.lr)
-        self.loss = FusionLoss(args.psnr_weight, args.ssim_weight, args.gradient_weight, args.intensity_target)
+        self.optimizer = torch.optim.Adam(self.head.parameters(), lr=args.lr)
+        self.loss = FusionLoss(args.psnr_weight, args.ssim_weight, args.gradient_weight, args.intensity_target,
+                               fsim_weight=args.fsim_weight, qabf_weight=args.qabf_weight)
         self.step = 0
         self.history: list[dict] = []
         self.sums: dict[str, float] = {}
@@ -93,8 +97,6 @@ class FusionTrainer:
 
     def prepare_run_dir(self) -> None:
         if not self.args.resume:
-            if self.run_dir.exists():
-                raise EdranFusionError(f"run folder {self.run_dir} already exists; pass --resume or choose a new one")
             self.run_dir.mkdir(parents=True)
             self._write("config.json", json.dumps({**self.config, "steps_per_epoch": self.steps_per_epoch,
                                                    "bf16": self.bf16}, indent=2))
@@ -124,19 +126,12 @@ class FusionTrainer:
         with atomic_output(self.run_dir / "checkpoint.pt") as temporary:
             torch.save(state, temporary)
 
-    def train_step(self, batch: torch.Tensor) -> dict[str, float]:
+    def train_step(self, batch: HeadBatch) -> dict[str, float]:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, self.total_steps, self.args.lr, self.args.lr_min)
-        a, b = batch[:, 0:1], batch[:, 1:2]
-        pair = torch.cat([a, b]).contiguous(memory_format=torch.channels_last)
-        if self.encoder is None:  # the pixel-domain control
-            fa, fb = a, b
-        else:
-            with torch.no_grad():
-                fa, fb = self.encoder.encode(pair.to(torch.bfloat16) if self.bf16 else pair).chunk(2)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            fused = self.head(fa, fb)
-        total, parts = self.loss(fused, a, b)
+            fused = self.head(batch.fa, batch.fb, batch.candidates)
+        total, parts = self.loss(fused, batch.a, batch.b)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
@@ -163,13 +158,13 @@ class FusionTrainer:
             epoch, start = divmod(self.step, self.steps_per_epoch)
             bar = tqdm(total=self.steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{self.args.epochs}",
                        disable=not self.args.progress, mininterval=5, file=sys.stderr)
-            for batch in self.images.batches(self.args.seed, epoch, self.args.batch_size, start=start):
+            for batch in self.inputs.batches(self.args.seed, epoch, self.args.batch_size, start=start):
                 began = time.perf_counter()
                 parts = self.train_step(batch)
                 self.train_seconds += time.perf_counter() - began
                 for key, value in parts.items():
-                    self.sums[key] = self.sums.get(key, 0.0) + value * len(batch)
-                self.sums["count"] = self.sums.get("count", 0.0) + len(batch)
+                    self.sums[key] = self.sums.get(key, 0.0) + value * len(batch.a)
+                self.sums["count"] = self.sums.get("count", 0.0) + len(batch.a)
                 bar.set_postfix(loss=f"{parts['total']:.4f}", refresh=False)
                 bar.update()
                 if self.step % self.steps_per_epoch == 0:
@@ -211,11 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--psnr-weight", type=float, default=1.0, help="weight of -mean PSNR / 10 dB")
     parser.add_argument("--ssim-weight", type=float, default=1.0, help="weight of 1 - mean SSIM")
     parser.add_argument("--gradient-weight", type=float, default=1.0, help="weight of the strongest-gradient term")
+    parser.add_argument("--fsim-weight", type=float, default=0.0, help="weight of 1 - mean FSIM to both sources")
+    parser.add_argument("--qabf-weight", type=float, default=0.0, help="weight of 1 - Qabf")
     parser.add_argument("--intensity-target", default="average", choices=INTENSITY_TARGETS,
                         help="what the PSNR term pulls toward: both sources (peaks at their average) or their maximum")
-    parser.add_argument("--freeze-decoder", action="store_true", help="train the weight map only")
     parser.add_argument("--on-pixels", action="store_true",
-                        help="the pixel-domain control: the same weight network on the source images, no encoder")
+                        help="the pixel-domain control: the same weight network on the source images and their "
+                             "pixel-rule candidates, no encoder and no decoder")
     parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)

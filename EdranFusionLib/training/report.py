@@ -209,9 +209,9 @@ def promote(candidate_card: Path, name: str, note: str, *, directory: Path, figu
                         directory)
 
 
-HEAD_CAVEAT = ("Trained on differentiable forms of PSNR and SSIM and on an edge term close to what Qabf and FSIM "
-               "reward: its scores on those metrics are partly scores on its own objective. The validation "
-               "series were never trained on and were scored once.")
+HEAD_CAVEAT = ("Trained on differentiable forms of PSNR, SSIM, FSIM and Qabf (as weighed in 'loss') and an edge "
+               "term: its scores on those metrics are partly scores on its own objective. The validation series "
+               "were never trained on.")
 
 
 def fusion_head_card(run_dir: Path) -> dict:
@@ -220,23 +220,25 @@ def fusion_head_card(run_dir: Path) -> dict:
     split = json.loads((run_dir / "split.json").read_text())
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
     return {
-        "beyond_the_paper": "learned stage-2 fusion: per-pixel weights from both latents and a decoder fine-tuned "
-                            "on fused latents; the encoder is the autoencoder's, frozen",
+        "beyond_the_paper": "learned stage-2 fusion: per-pixel softmax weights, from both latents, over three "
+                            "candidates (decoded activity fusion, pixel maximum, guided pyramid), started at "
+                            "max-anchored fusion's fixed blend; the encoder and decoder are the autoencoder's, frozen",
         "data": {"folders": [Path(p).name for p in config["data"]], "train_pairs": len(split["train_pairs"]),
                  "held_out_series": split["held_out_series"]},
         "training": {"epochs": history[-1]["epoch"], "steps": history[-1]["step"],
                      "batch_size": config["batch_size"], "crop": config["crop"], "flips": config["flips"],
                      "lr": config["lr"], "lr_schedule": f"per-step cosine decay to {config['lr_min']}",
-                     "decoder": "frozen" if config["freeze_decoder"] else "fine-tuned from the autoencoder's",
                      "seed": config["seed"], "precision": "bf16 autocast" if config["bf16"] else "fp32",
                      "train_step_hours": round(history[-1]["train_seconds"] / 3600, 2),
                      "wall_hours": _wall_hours(run_dir)},
         "loss": {"psnr_weight": config["psnr_weight"], "ssim_weight": config["ssim_weight"],
-                 "gradient_weight": config["gradient_weight"],
+                 "gradient_weight": config["gradient_weight"], "fsim_weight": config["fsim_weight"],
+                 "qabf_weight": config["qabf_weight"],
                  "intensity_target": config.get("intensity_target", "average"),
                  "definition": "psnr_weight * -(PSNR of the mean MSE to both sources, or to their maximum: "
                                "intensity_target)/10 dB + ssim_weight * (1 - mean SSIM to "
-                               "both) + gradient_weight * L1(Sobel(F) - the stronger source gradient) / its mean"},
+                               "both) + gradient_weight * L1(Sobel(F) - the stronger source gradient) / its mean "
+                               "+ fsim_weight * (1 - mean FSIM to both) + qabf_weight * (1 - Qabf)"},
         "final_train_loss": {k.removeprefix("train_"): round(v, 4) for k, v in history[-1].items()
                              if k.startswith("train_") and k != "train_seconds"},
         "caveat": HEAD_CAVEAT,

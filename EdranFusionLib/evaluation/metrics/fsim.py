@@ -21,9 +21,9 @@ from scipy import ndimage
 from ._common import correlate_same, gray, same_shape
 from .phase_congruency import phase_congruency
 
-_T1 = 0.85
-_T2 = 160.0
-_SCHARR_X = np.array([[3.0, 0.0, -3.0], [10.0, 0.0, -10.0], [3.0, 0.0, -3.0]]) / 16
+T1 = 0.85
+T2 = 160.0
+SCHARR_X = np.array([[3.0, 0.0, -3.0], [10.0, 0.0, -10.0], [3.0, 0.0, -3.0]]) / 16
 
 
 class FsimFeatures(NamedTuple):
@@ -39,7 +39,7 @@ def fsim_features(image: np.ndarray) -> FsimFeatures:
     factor = max(1, round(min(array.shape) / 256))
     if factor > 1:
         array = ndimage.uniform_filter(array, factor, mode="constant")[::factor, ::factor]
-    gx, gy = correlate_same(array, _SCHARR_X), correlate_same(array, _SCHARR_X.T)
+    gx, gy = correlate_same(array, SCHARR_X), correlate_same(array, SCHARR_X.T)
     return FsimFeatures(phase_congruency(array), np.sqrt(gx**2 + gy**2))
 
 
@@ -47,7 +47,7 @@ def fsim_from_features(first: FsimFeatures, second: FsimFeatures) -> float:
     """FSIM of two images given their :func:`fsim_features`."""
     pc1, pc2 = first.phase_congruency, second.phase_congruency
     g1, g2 = first.gradient_magnitude, second.gradient_magnitude
-    similarity = ((2 * pc1 * pc2 + _T1) / (pc1**2 + pc2**2 + _T1)) * ((2 * g1 * g2 + _T2) / (g1**2 + g2**2 + _T2))
+    similarity = ((2 * pc1 * pc2 + T1) / (pc1**2 + pc2**2 + T1)) * ((2 * g1 * g2 + T2) / (g1**2 + g2**2 + T2))
     weight = np.maximum(pc1, pc2)
     # Two featureless images: every weight is 0; fall back to the unweighted mean (1 when they are equal).
     return float(np.sum(similarity * weight) / np.sum(weight)) if weight.any() else float(similarity.mean())

@@ -25,10 +25,10 @@ from typing import Literal
 import numpy as np
 import scipy.fft
 
-_EPSILON = 1e-4  # guards the mean-phase normalisation where the summed response vanishes
+EPSILON = 1e-4  # guards the mean-phase normalisation where the summed response vanishes
 _LOWPASS_CUTOFF = 0.45  # Butterworth low-pass applied to every log-Gabor filter (keeps the FFT corners out)
 _LOWPASS_ORDER = 15
-_PC2_NOISE_RESCALE = 1.7  # Kovesi's empirical rescaling of the noise threshold for the PC_2 energy
+PC2_NOISE_RESCALE = 1.7  # Kovesi's empirical rescaling of the noise threshold for the PC_2 energy
 
 
 def _normalised_axis(n: int) -> np.ndarray:
@@ -85,7 +85,8 @@ def log_gabor_bank(
 
 
 @functools.lru_cache(maxsize=8)
-def _bank_and_noise_gains(shape: tuple[int, int], **bank_options: float | int | str) -> tuple[np.ndarray, np.ndarray]:
+def bank_and_noise_gains(shape: tuple[int, int], **bank_options: float | int | str
+                         ) -> tuple[np.ndarray, np.ndarray]:
     """The filter bank and, per orientation, the factors that turn a noise power into the expected squared
     noise energy (image independent, so cached: a test set is one size)."""
     bank = log_gabor_bank(shape, **bank_options)
@@ -108,7 +109,7 @@ def _noise_thresholds(responses: np.ndarray, gains: np.ndarray, k: float) -> np.
     """
     noise_response_power = -np.median(np.abs(responses[:, 0]) ** 2, axis=(-2, -1)) / np.log(0.5)
     tau = np.sqrt(noise_response_power * gains / 2)  # Rayleigh parameter
-    threshold = (tau * np.sqrt(np.pi / 2) + k * np.sqrt((2 - np.pi / 2) * tau**2)) / _PC2_NOISE_RESCALE
+    threshold = (tau * np.sqrt(np.pi / 2) + k * np.sqrt((2 - np.pi / 2) * tau**2)) / PC2_NOISE_RESCALE
     return threshold[:, None, None]
 
 
@@ -127,12 +128,12 @@ def phase_congruency_energy(
     image = np.asarray(image, dtype=np.float64)
     if image.ndim != 2:
         raise ValueError(f"phase congruency needs a 2-D image, got shape {image.shape}")
-    bank, gains = _bank_and_noise_gains(image.shape, **bank_options)
+    bank, gains = bank_and_noise_gains(image.shape, **bank_options)
     spectrum = scipy.fft.fft2(image, workers=-1)
     responses = scipy.fft.ifft2(spectrum * bank, workers=-1)  # [orientations, scales, rows, cols], complex
     even, odd = responses.real, responses.imag
     sum_even, sum_odd = even.sum(axis=1), odd.sum(axis=1)
-    norm = np.sqrt(sum_even**2 + sum_odd**2) + _EPSILON
+    norm = np.sqrt(sum_even**2 + sum_odd**2) + EPSILON
     mean_even, mean_odd = (sum_even / norm)[:, None], (sum_odd / norm)[:, None]
     # A_s (cos(dphi) - |sin(dphi)|) summed over scales, via dot and cross products with the mean phase vector.
     energy = np.sum(even * mean_even + odd * mean_odd - np.abs(even * mean_odd - odd * mean_even), axis=1)

@@ -18,14 +18,14 @@ import numpy as np
 
 from ._common import correlate_same, gray, same_shape
 
-_GAMMA_G, _KAPPA_G, _SIGMA_G = 0.9994, -15.0, 0.5
-_GAMMA_A, _KAPPA_A, _SIGMA_A = 0.9879, -22.0, 0.8
-_SOBEL_X = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+GAMMA_G, KAPPA_G, SIGMA_G = 0.9994, -15.0, 0.5
+GAMMA_A, KAPPA_A, SIGMA_A = 0.9879, -22.0, 0.8
+SOBEL_X = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 
 def _edges(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sobel edge strength and orientation (atan(gy/gx), pi/2 where gx = 0)."""
-    gx, gy = correlate_same(image, _SOBEL_X), correlate_same(image, _SOBEL_X.T)
+    gx, gy = correlate_same(image, SOBEL_X), correlate_same(image, SOBEL_X.T)
     with np.errstate(divide="ignore", invalid="ignore"):
         orientation = np.where(gx == 0, np.pi / 2, np.arctan(gy / gx))
     return np.hypot(gx, gy), orientation
@@ -37,8 +37,8 @@ def _preservation(source: tuple[np.ndarray, np.ndarray], fused: tuple[np.ndarray
     larger = np.maximum(g_s, g_f)
     ratio = np.divide(np.minimum(g_s, g_f), larger, out=np.zeros_like(larger), where=larger > 0)
     agreement = 1 - np.abs(a_s - a_f) / (np.pi / 2)
-    q_strength = _GAMMA_G / (1 + np.exp(_KAPPA_G * (ratio - _SIGMA_G)))
-    q_orientation = _GAMMA_A / (1 + np.exp(_KAPPA_A * (agreement - _SIGMA_A)))
+    q_strength = GAMMA_G / (1 + np.exp(KAPPA_G * (ratio - SIGMA_G)))
+    q_orientation = GAMMA_A / (1 + np.exp(KAPPA_A * (agreement - SIGMA_A)))
     return q_strength * q_orientation
 
 
