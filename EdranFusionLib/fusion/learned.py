@@ -18,9 +18,6 @@ from . import anchored
 from .guided import fuse_guided
 from .spatial import fuse_activity
 
-CANDIDATE_NAMES = ("decoded activity fusion", "pixel maximum", "guided pyramid")
-
-
 def fusion_head_of(model: nn.Module) -> nn.Module:
     """The model's learned fusion head; a user error naming what to do when it has none."""
     head = getattr(model, "fusion_head", None)
@@ -34,7 +31,7 @@ def fusion_head_of(model: nn.Module) -> nn.Module:
 
 def head_candidates(decode: Callable[[torch.Tensor], torch.Tensor], fa: torch.Tensor, fb: torch.Tensor,
                     ya: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-    """[B, 3, H, W] float32 in [0, 1], as CANDIDATE_NAMES: the decoded activity fusion of the latents (max-anchored
+    """[B, 3, H, W] float32 in [0, 1], in this order: the decoded activity fusion of the latents (max-anchored
     fusion's P), the sources' pixel maximum and their latent-guided pyramid. With the images as their own latents
     and the identity as ``decode`` these are the pixel-domain control's candidates."""
     decoded = decode(fuse_activity(fa, fb, anchored.ANCHOR_POWER)).float().clamp(0, 1)
