@@ -18,6 +18,7 @@ from . import anchored
 from .guided import fuse_guided
 from .spatial import fuse_activity
 
+
 def fusion_head_of(model: nn.Module) -> nn.Module:
     """The model's learned fusion head; a user error naming what to do when it has none."""
     head = getattr(model, "fusion_head", None)
