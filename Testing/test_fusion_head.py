@@ -146,6 +146,25 @@ def test_an_interrupted_run_resumes_to_identical_weights(pairs: Path, autoencode
     assert_identical(weights_of(finished / "final.pt"), weights_of(run_dir / "final.pt"))
 
 
+def test_a_batch_with_a_non_finite_loss_is_skipped_and_the_run_goes_on(pairs: Path, autoencoder: Path,
+                                                                      tmp_path: Path) -> None:
+    args = fusion_trainer.build_parser().parse_args(_options(pairs, autoencoder, tmp_path / "nan"))
+    trainer = fusion_trainer.FusionTrainer(args)
+    trainer.prepare_run_dir()
+    batch = next(trainer.inputs.batches(0, 0, 2))
+    before = {k: v.clone() for k, v in trainer.head.state_dict().items()}
+    assert trainer.train_step(batch._replace(a=batch.a * float("nan"))) is None
+    assert_identical(before, trainer.head.state_dict())
+    assert trainer.step == 1 and trainer.finite.skipped == 1
+    assert trainer.train_step(batch) is not None
+    trainer._end_epoch(0)
+    assert json.loads((tmp_path / "nan" / "metrics.jsonl").read_text().splitlines()[-1])["skipped_steps"] == 1
+    resumed = fusion_trainer.FusionTrainer(fusion_trainer.build_parser().parse_args(
+        _options(pairs, autoencoder, tmp_path / "nan", "--resume")))
+    resumed.prepare_run_dir()
+    assert resumed.finite.skipped == 1
+
+
 def test_resuming_with_other_settings_is_a_one_line_error(pairs: Path, autoencoder: Path, finished: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     assert fusion_trainer.main(_options(pairs, autoencoder, finished, "--resume", "--lr", "0.5")) == 2

@@ -33,6 +33,7 @@ from ..network.fusion_head import FusionHead
 from ..network.fusion_losses import INTENSITY_TARGETS, FusionLoss
 from ..network.model import LATENT_CHANNELS, fold_for_inference
 from .datasets import Sample, load_gray, series_of
+from .finite_steps import FiniteSteps
 from .head_inputs import HeadBatch, HeadInputs
 from .trainer import learning_rate
 
@@ -91,6 +92,7 @@ class FusionTrainer:
         self.loss = FusionLoss(args.psnr_weight, args.ssim_weight, args.gradient_weight, args.intensity_target,
                                fsim_weight=args.fsim_weight, qabf_weight=args.qabf_weight)
         self.step = 0
+        self.finite = FiniteSteps()
         self.history: list[dict] = []
         self.sums: dict[str, float] = {}
         self.train_seconds = 0.0
@@ -113,6 +115,7 @@ class FusionTrainer:
         self.head.load_state_dict(state["head"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.train_seconds = state["step"], state["train_seconds"]
+        self.finite = FiniteSteps(state.get("skipped_steps", 0))
         self.history, self.sums = json.loads(state["history"]), json.loads(state["sums"])
 
     def _write(self, name: str, text: str) -> None:
@@ -121,12 +124,13 @@ class FusionTrainer:
 
     def _save_checkpoint(self) -> None:
         state = {"head": self.head.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
-                 "train_seconds": self.train_seconds, "config": self.config,
+                 "train_seconds": self.train_seconds, "skipped_steps": self.finite.skipped, "config": self.config,
                  "history": json.dumps(self.history), "sums": json.dumps(self.sums)}
         with atomic_output(self.run_dir / "checkpoint.pt") as temporary:
             torch.save(state, temporary)
 
-    def train_step(self, batch: HeadBatch) -> dict[str, float]:
+    def train_step(self, batch: HeadBatch) -> dict[str, float] | None:
+        """One update; the loss parts, or None when the step was skipped (finite_steps.py)."""
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, self.total_steps, self.args.lr, self.args.lr_min)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
@@ -134,16 +138,16 @@ class FusionTrainer:
         total, parts = self.loss(fused, batch.a, batch.b)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        self.optimizer.step()
+        taken = self.finite.step(self.optimizer, self.head.parameters(), total, self.step + 1)
         self.step += 1
-        return parts
+        return parts if taken else None
 
     def _end_epoch(self, epoch: int) -> None:
         count = max(self.sums.pop("count", 1.0), 1.0)
         record = {"epoch": epoch + 1, "step": self.step,
                   "lr": learning_rate(self.step - 1, self.total_steps, self.args.lr, self.args.lr_min),
                   **{f"train_{k}": v / count for k, v in self.sums.items()},
-                  "train_seconds": round(self.train_seconds, 1)}
+                  "train_seconds": round(self.train_seconds, 1), "skipped_steps": self.finite.skipped}
         self.history.append(record)
         self.sums = {}
         self._write("metrics.jsonl", "\n".join(json.dumps(r) for r in self.history))
@@ -162,10 +166,11 @@ class FusionTrainer:
                 began = time.perf_counter()
                 parts = self.train_step(batch)
                 self.train_seconds += time.perf_counter() - began
-                for key, value in parts.items():
-                    self.sums[key] = self.sums.get(key, 0.0) + value * len(batch.a)
-                self.sums["count"] = self.sums.get("count", 0.0) + len(batch.a)
-                bar.set_postfix(loss=f"{parts['total']:.4f}", refresh=False)
+                if parts is not None:
+                    for key, value in parts.items():
+                        self.sums[key] = self.sums.get(key, 0.0) + value * len(batch.a)
+                    self.sums["count"] = self.sums.get("count", 0.0) + len(batch.a)
+                    bar.set_postfix(loss=f"{parts['total']:.4f}", refresh=False)
                 bar.update()
                 if self.step % self.steps_per_epoch == 0:
                     self._end_epoch(epoch)

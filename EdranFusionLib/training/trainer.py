@@ -32,6 +32,7 @@ from ..network.model import EHDRAN
 from ..network.vgg import load_vgg16
 from . import distributed
 from .datasets import TrainingImages, collect, parse_repeats, split_by_series, validation_batches
+from .finite_steps import FiniteSteps
 
 # Settings that define the run: resuming with any of them changed would not continue the same run.
 RUN_DEFINING = ("data", "epochs", "batch_size", "lr", "lr_min", "crop", "flips", "gradient_weight",
@@ -126,6 +127,7 @@ class Trainer:
         self.loss = ReconstructionLoss(args.gradient_weight, args.perceptual_weight, vgg)
         self.network = (DistributedDataParallel(self.model) if context.world > 1 else self.model)
         self.step = 0
+        self.finite = FiniteSteps()
         self.best_val = math.inf
         self.history: list[dict] = []
         self.epoch_sums: dict[str, float] = {}
@@ -165,6 +167,7 @@ class Trainer:
         self.history = json.loads(checkpoint["history"])
         self.epoch_sums = json.loads(checkpoint["epoch_sums"])
         self.train_seconds = checkpoint["train_seconds"]
+        self.finite = FiniteSteps(checkpoint.get("skipped_steps", 0))
 
     def _write_json(self, name: str, data: object) -> None:
         with atomic_output(self.run_dir / name) as temporary:
@@ -183,6 +186,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "step": self.step, "best_val": self.best_val,
             "steps_per_epoch": self.steps_per_epoch, "config": self.config, "history": json.dumps(self.history),
             "epoch_sums": json.dumps(self.epoch_sums), "train_seconds": self.train_seconds,
+            "skipped_steps": self.finite.skipped,
         }
         with atomic_output(self.run_dir / "checkpoint.pt") as temporary:
             torch.save(checkpoint, temporary)
@@ -195,7 +199,8 @@ class Trainer:
         batch = batch.to(self.device)
         return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
 
-    def train_step(self, batch: torch.Tensor) -> dict[str, float]:
+    def train_step(self, batch: torch.Tensor) -> dict[str, float] | None:
+        """One update; the loss parts, or None when the step was skipped (finite_steps.py)."""
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, self.total_steps, self.args.lr, self.args.lr_min)
         self.model.train()
@@ -205,9 +210,9 @@ class Trainer:
         total, parts = self.loss(output, batch)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        self.optimizer.step()
+        taken = self.finite.step(self.optimizer, self.model.parameters(), total, self.step + 1)
         self.step += 1
-        return parts
+        return parts if taken else None
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -241,6 +246,7 @@ class Trainer:
         if self.val:
             record.update(self.validate())
         record["train_seconds"] = round(self.train_seconds, 1)
+        record["skipped_steps"] = self.finite.skipped
         self.history.append(record)
         self.epoch_sums = {}
         if self.context.is_main:
@@ -273,10 +279,12 @@ class Trainer:
                 parts = self.train_step(batch)
                 seconds = time.perf_counter() - began
                 self.train_seconds += seconds
-                for key, value in parts.items():
-                    self.epoch_sums[key] = self.epoch_sums.get(key, 0.0) + value * len(batch)
-                self.epoch_sums["count"] = self.epoch_sums.get("count", 0.0) + len(batch)
-                bar.set_postfix(loss=f"{parts['total']:.4f}", img_s=f"{images_per_step / seconds:.1f}", refresh=False)
+                if parts is not None:
+                    for key, value in parts.items():
+                        self.epoch_sums[key] = self.epoch_sums.get(key, 0.0) + value * len(batch)
+                    self.epoch_sums["count"] = self.epoch_sums.get("count", 0.0) + len(batch)
+                    bar.set_postfix(loss=f"{parts['total']:.4f}", img_s=f"{images_per_step / seconds:.1f}",
+                                    refresh=False)
                 bar.update()
                 if self.step % self.steps_per_epoch == 0:
                     self._end_epoch(epoch)
