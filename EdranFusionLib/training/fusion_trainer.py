@@ -101,7 +101,7 @@ class FusionTrainer:
         if not self.args.resume:
             self.run_dir.mkdir(parents=True)
             self._write("config.json", json.dumps({**self.config, "steps_per_epoch": self.steps_per_epoch,
-                                                   "bf16": self.bf16}, indent=2))
+                                                   "bf16": self.bf16, "head_precision": "fp32"}, indent=2))
             self._write("split.json", json.dumps(self.split, indent=1))
             return
         path = self.run_dir / "checkpoint.pt"
@@ -133,8 +133,10 @@ class FusionTrainer:
         """One update; the loss parts, or None when the step was skipped (finite_steps.py)."""
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, self.total_steps, self.args.lr, self.args.lr_min)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            fused = self.head(batch.fa, batch.fb, batch.candidates)
+        # fp32, not bf16 autocast: on this CPU build the bf16 backward of the head's first convolution gives NaN
+        # weight gradients (for its three candidate channels), intermittently; the head is small, so fp32 costs
+        # little next to the loss. --precision sets how the latents are computed and kept.
+        fused = self.head(batch.fa, batch.fb, batch.candidates)
         total, parts = self.loss(fused, batch.a, batch.b)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -218,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--on-pixels", action="store_true",
                         help="the pixel-domain control: the same weight network on the source images and their "
                              "pixel-rule candidates, no encoder and no decoder")
-    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                        help="how the frozen network computes and keeps the latents (the head trains in fp32)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--checkpoint-every", type=int, default=50, metavar="STEPS")

@@ -228,7 +228,9 @@ def fusion_head_card(run_dir: Path) -> dict:
         "training": {"epochs": history[-1]["epoch"], "steps": history[-1]["step"],
                      "batch_size": config["batch_size"], "crop": config["crop"], "flips": config["flips"],
                      "lr": config["lr"], "lr_schedule": f"per-step cosine decay to {config['lr_min']}",
-                     "seed": config["seed"], "precision": "bf16 autocast" if config["bf16"] else "fp32",
+                     "seed": config["seed"],
+                     "precision": (f"latents {'bf16' if config['bf16'] else 'fp32'}, head {config['head_precision']}"
+                                   if "head_precision" in config else "bf16 autocast" if config["bf16"] else "fp32"),
                      "train_step_hours": round(history[-1]["train_seconds"] / 3600, 2),
                      "wall_hours": _wall_hours(run_dir)},
         "loss": {"psnr_weight": config["psnr_weight"], "ssim_weight": config["ssim_weight"],
