@@ -165,6 +165,25 @@ def test_a_batch_with_a_non_finite_loss_is_skipped_and_the_run_goes_on(pairs: Pa
     assert resumed.finite.skipped == 1
 
 
+def test_the_head_trains_in_fp32_even_when_the_latents_are_bf16(pairs: Path, autoencoder: Path,
+                                                                 tmp_path: Path) -> None:
+    """bf16 autocast gave NaN weight gradients in the head's first convolution on a CPU build: the step is fp32."""
+    import copy
+
+    trainer = fusion_trainer.FusionTrainer(fusion_trainer.build_parser().parse_args(
+        _options(pairs, autoencoder, tmp_path / "fp32", "--precision", "bf16")))
+    trainer.prepare_run_dir()
+    batch = next(trainer.inputs.batches(0, 0, 2))
+    head = copy.deepcopy(trainer.head)
+    optimizer = torch.optim.Adam(head.parameters(), lr=trainer.optimizer.param_groups[0]["lr"])
+    trainer.train_step(batch)
+    for group in optimizer.param_groups:
+        group["lr"] = trainer.optimizer.param_groups[0]["lr"]
+    trainer.loss(head(batch.fa, batch.fb, batch.candidates), batch.a, batch.b)[0].backward()
+    optimizer.step()
+    assert_identical(head.state_dict(), trainer.head.state_dict())
+
+
 def test_resuming_with_other_settings_is_a_one_line_error(pairs: Path, autoencoder: Path, finished: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     assert fusion_trainer.main(_options(pairs, autoencoder, finished, "--resume", "--lr", "0.5")) == 2
