@@ -17,7 +17,13 @@ from test_training import assert_identical, weights_of
 
 from EdranFusionLib.errors import EdranFusionError
 from EdranFusionLib.evaluation.comparison import latent_methods, learned_pixel_control
-from EdranFusionLib.fusion.learned import head_candidates, learned_weights, pixel_candidates, starting_blend
+from EdranFusionLib.fusion.learned import (
+    fuse_learned,
+    head_candidates,
+    learned_weights,
+    pixel_candidates,
+    starting_blend,
+)
 from EdranFusionLib.fusion.pipeline import fuse_images
 from EdranFusionLib.io.model_files import load_model, save_bundled
 from EdranFusionLib.io.weights import WEIGHTS_DIR
@@ -182,6 +188,45 @@ def test_the_head_trains_in_fp32_even_when_the_latents_are_bf16(pairs: Path, aut
     trainer.loss(head(batch.fa, batch.fb, batch.candidates), batch.a, batch.b)[0].backward()
     optimizer.step()
     assert_identical(head.state_dict(), trainer.head.state_dict())
+
+
+def test_a_decoder_fine_tuned_on_fused_latents_is_kept_by_the_head_trained_after_it(
+        pairs: Path, autoencoder: Path, tmp_path: Path) -> None:
+    first, second = tmp_path / "decoder", tmp_path / "head"
+    assert fusion_trainer.main(_options(pairs, autoencoder, first, "--train", "decoder")) == 0
+    tiny, tuned = weights_of(autoencoder / "tiny.pt"), weights_of(first / "final.pt")
+    assert_identical(tiny, {k: v for k, v in tuned.items() if not k.startswith("fusion_head.")})
+    decoder_keys = [k for k in tuned if k.startswith("fusion_head.fused_decoder.")]
+    assert decoder_keys and not torch.equal(tuned["fusion_head.fused_decoder.layers.0.weight"],
+                                            tiny["decoder.layers.0.weight"])
+    start = torch.tensor(starting_blend()).log()  # the mixture stays at its start: only the decoder trains
+    assert torch.allclose(tuned["fusion_head.weights.4.bias"], start)
+
+    options = _options(pairs, autoencoder, second)
+    options[options.index("--model") + 1] = str(first / "final.pt")
+    assert fusion_trainer.main(options) == 0
+    trained = weights_of(second / "final.pt")
+    assert_identical({k: tuned[k] for k in decoder_keys}, {k: trained[k] for k in decoder_keys})
+    assert not torch.equal(trained["fusion_head.weights.4.weight"], tuned["fusion_head.weights.4.weight"])
+    assert json.loads((second / "config.json").read_text())["fused_decoder"] is True
+
+    model = load_model(second / "final.pt")
+    torch.manual_seed(1)
+    ya, yb = torch.rand(2, 1, 1, 20, 20)
+    fa, fb = model.encode(ya), model.encode(yb)
+    with torch.no_grad():
+        fused = fuse_learned(model, fa, fb, ya, yb)
+        own = model.fusion_head(fa, fb, head_candidates(model.fusion_head.fused_decoder, fa, fb, ya, yb))
+        plain = model.fusion_head(fa, fb, head_candidates(model.decode, fa, fb, ya, yb))
+    assert torch.equal(fused, own) and not torch.equal(fused, plain)
+
+
+def test_the_pixel_control_has_no_decoder_to_fine_tune(pairs: Path, autoencoder: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert fusion_trainer.main(_options(pairs, autoencoder, tmp_path / "x", "--train", "decoder",
+                                        "--on-pixels")) == 2
+    assert "drop --on-pixels" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_resuming_with_other_settings_is_a_one_line_error(pairs: Path, autoencoder: Path, finished: Path,

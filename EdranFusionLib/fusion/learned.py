@@ -30,12 +30,26 @@ def fusion_head_of(model: nn.Module) -> nn.Module:
     return head
 
 
+def candidate_decoder(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What decodes the head's first candidate: its own decoder fine-tuned on fused latents if it has one, else
+    the autoencoder's."""
+    fused_decoder = fusion_head_of(model).fused_decoder
+    return model.decode if fused_decoder is None else fused_decoder
+
+
+def decoded_fusion(decode: Callable[[torch.Tensor], torch.Tensor], fa: torch.Tensor, fb: torch.Tensor
+                   ) -> torch.Tensor:
+    """The head's first candidate [B, 1, H, W] (float32, in [0, 1]): the activity fusion of the latents (max-anchored
+    fusion's P), decoded."""
+    return decode(fuse_activity(fa, fb, anchored.ANCHOR_POWER)).float().clamp(0, 1)
+
+
 def head_candidates(decode: Callable[[torch.Tensor], torch.Tensor], fa: torch.Tensor, fb: torch.Tensor,
                     ya: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-    """[B, 3, H, W] float32 in [0, 1], in this order: the decoded activity fusion of the latents (max-anchored
-    fusion's P), the sources' pixel maximum and their latent-guided pyramid. With the images as their own latents
-    and the identity as ``decode`` these are the pixel-domain control's candidates."""
-    decoded = decode(fuse_activity(fa, fb, anchored.ANCHOR_POWER)).float().clamp(0, 1)
+    """[B, 3, H, W] float32 in [0, 1], in this order: :func:`decoded_fusion`, the sources' pixel maximum and
+    their latent-guided pyramid. With the images as their own latents and the identity as ``decode`` these are the
+    pixel-domain control's candidates."""
+    decoded = decoded_fusion(decode, fa, fb)
     maximum = torch.maximum(ya.float(), yb.float())
     return torch.cat([decoded, maximum, fuse_guided(fa, fb, ya, yb).clamp(0, 1)], dim=1)
 
@@ -55,12 +69,12 @@ def starting_blend() -> tuple[float, float, float]:
 def fuse_learned(model: nn.Module, fa: torch.Tensor, fb: torch.Tensor, ya: torch.Tensor, yb: torch.Tensor
                  ) -> torch.Tensor:
     """The fused image [B, 1, H, W] (float32): the model's head mixing the candidates of sources ``ya``, ``yb``."""
-    head = fusion_head_of(model)
-    return head(fa, fb, head_candidates(model.decode, fa, fb, ya, yb))
+    return fusion_head_of(model)(fa, fb, head_candidates(candidate_decoder(model), fa, fb, ya, yb))
 
 
 def learned_weights(model: nn.Module, fa: torch.Tensor, fb: torch.Tensor, ya: torch.Tensor, yb: torch.Tensor
                     ) -> torch.Tensor:
     """The head's per-pixel weights of the candidates, [B, 3, H, W]: the same weights on the pixel-domain
     candidates are its control."""
-    return fusion_head_of(model).mixture_weights(fa, fb, head_candidates(model.decode, fa, fb, ya, yb))
+    candidates = head_candidates(candidate_decoder(model), fa, fb, ya, yb)
+    return fusion_head_of(model).mixture_weights(fa, fb, candidates)

@@ -48,7 +48,7 @@ def model_from_state_dict(state: dict[str, torch.Tensor], source: str = "weights
             "version replaced by a mixture head; train the head again (training/fusion_trainer.py)"
         )
     if any(key.startswith("fusion_head.") for key in state):
-        model.fusion_head = FusionHead()
+        model.fusion_head = FusionHead(fused_decoder=any(key.startswith("fusion_head.fused_decoder.") for key in state))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:

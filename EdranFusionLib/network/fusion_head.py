@@ -6,7 +6,9 @@ decoded latents keep intensity and structure, the pixel maximum and the guided p
 chooses the blend per pixel: it sees both latents and the candidates (fusion/learned.py) and gives each pixel
 softmax weights over them. It starts as a fixed blend (max-anchored fusion's, fusion/anchored.py) and is trained
 on pairs without ground truth with the encoder and decoder frozen (training/fusion_trainer.py); it is stored
-with the autoencoder in the same weights file under ``fusion_head.*``.
+with the autoencoder in the same weights file under ``fusion_head.*``. It may carry its own copy of the decoder,
+fine-tuned on fused latents (``fused_decoder``, trained first with ``--train decoder``): the autoencoder's decoder
+only ever saw single images' latents, and decoding the fused latent is the one step no pixel rule can copy.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .model import _LEAK, LATENT_CHANNELS
+from .model import _LEAK, LATENT_CHANNELS, Decoder
 
 CANDIDATES = 3
 REDUCED_CHANNELS = 16
@@ -28,8 +30,9 @@ class FusionHead(nn.Module):
     """Per-pixel softmax weights over ``CANDIDATES`` images from both latents (1x1 reduction) and the
     candidates themselves (a dilated 3x3 conv, a 3x3 conv, a 1x1 conv); the fused image is their weighted sum."""
 
-    def __init__(self, channels: int = LATENT_CHANNELS) -> None:
+    def __init__(self, channels: int = LATENT_CHANNELS, fused_decoder: bool = False) -> None:
         super().__init__()
+        self.fused_decoder = Decoder(channels) if fused_decoder else None
         self.reduce = nn.Sequential(nn.Conv2d(2 * channels, REDUCED_CHANNELS, 1), nn.LeakyReLU(_LEAK))
         self.weights = nn.Sequential(
             nn.Conv2d(REDUCED_CHANNELS + CANDIDATES, HIDDEN_CHANNELS, 3, padding=2, dilation=2), nn.LeakyReLU(_LEAK),

@@ -15,6 +15,7 @@ file (autoencoder + head) that ``--model`` of every command accepts and ``ship``
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import EdranFusionError, exit_status_of
-from ..fusion.learned import starting_blend
+from ..fusion.learned import decoded_fusion, starting_blend
 from ..io.atomic import atomic_output
 from ..io.images import common_names
 from ..io.model_files import load_model
@@ -37,7 +38,7 @@ from .finite_steps import FiniteSteps
 from .head_inputs import HeadBatch, HeadInputs
 from .trainer import learning_rate
 
-RUN_DEFINING = ("data", "model", "epochs", "batch_size", "lr", "lr_min", "crop", "flips", "psnr_weight",
+RUN_DEFINING = ("data", "model", "train", "epochs", "batch_size", "lr", "lr_min", "crop", "flips", "psnr_weight",
                 "ssim_weight", "gradient_weight", "fsim_weight", "qabf_weight", "intensity_target", "on_pixels",
                 "val_series", "seed")
 
@@ -73,6 +74,9 @@ class FusionTrainer:
         self.config["data"] = [str(Path(p).expanduser().resolve()) for p in args.data]
         if not args.resume and self.run_dir.exists():  # before minutes of latents are computed
             raise EdranFusionError(f"run folder {self.run_dir} already exists; pass --resume or choose a new one")
+        if args.train == "decoder" and args.on_pixels:
+            raise EdranFusionError("--train decoder fine-tunes the network's decoder; the pixel control has none "
+                                   "(drop --on-pixels)")
         self.bf16 = args.precision == "bf16" or (args.precision == "auto" and cpu_has_fast_bf16())
         torch.manual_seed(args.seed)
         held_out = set(args.val_series.split(",")) if args.val_series else set()
@@ -80,15 +84,23 @@ class FusionTrainer:
         if len(pairs) < args.batch_size:
             raise EdranFusionError(f"{len(pairs)} training pairs are fewer than one batch; lower --batch-size")
         self.model = load_model(args.model).requires_grad_(False)
+        # A head trained with --train decoder before keeps its fused decoder (frozen) for the first candidate.
+        kept_decoder = None if args.on_pixels else getattr(self.model.fusion_head, "fused_decoder", None)
         encoder = None if args.on_pixels else fold_for_inference(self.model).to(memory_format=torch.channels_last)
         dtype = torch.bfloat16 if self.bf16 else torch.float32
+        decode = None if kept_decoder is None else copy.deepcopy(kept_decoder).to(dtype)
         self.inputs = HeadInputs(pairs, None if encoder is None else encoder.to(dtype), args.crop, args.flips,
-                                 dtype=dtype, progress=args.progress)
+                                 decode=decode, dtype=dtype, progress=args.progress)
         self.steps_per_epoch = self.inputs.steps_per_epoch(args.batch_size)
         self.total_steps = self.steps_per_epoch * args.epochs
         self.head = FusionHead.starting_as(1 if args.on_pixels else LATENT_CHANNELS, starting_blend())
+        if args.train == "decoder":
+            self.head.requires_grad_(False).fused_decoder = copy.deepcopy(self.model.decoder).requires_grad_(True)
+        elif kept_decoder is not None:
+            self.head.fused_decoder = copy.deepcopy(kept_decoder)
         self.head.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(self.head.parameters(), lr=args.lr)
+        trainable = [p for p in self.head.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=args.lr)
         self.loss = FusionLoss(args.psnr_weight, args.ssim_weight, args.gradient_weight, args.intensity_target,
                                fsim_weight=args.fsim_weight, qabf_weight=args.qabf_weight)
         self.step = 0
@@ -101,7 +113,8 @@ class FusionTrainer:
         if not self.args.resume:
             self.run_dir.mkdir(parents=True)
             self._write("config.json", json.dumps({**self.config, "steps_per_epoch": self.steps_per_epoch,
-                                                   "bf16": self.bf16, "head_precision": "fp32"}, indent=2))
+                                                   "bf16": self.bf16, "head_precision": "fp32",
+                                                   "fused_decoder": self.head.fused_decoder is not None}, indent=2))
             self._write("split.json", json.dumps(self.split, indent=1))
             return
         path = self.run_dir / "checkpoint.pt"
@@ -136,11 +149,14 @@ class FusionTrainer:
         # fp32, not bf16 autocast: on this CPU build the bf16 backward of the head's first convolution gives NaN
         # weight gradients (for its three candidate channels), intermittently; the head is small, so fp32 costs
         # little next to the loss. --precision sets how the latents are computed and kept.
-        fused = self.head(batch.fa, batch.fb, batch.candidates)
+        if self.args.train == "decoder":
+            fused = decoded_fusion(self.head.fused_decoder, batch.fa, batch.fb)
+        else:
+            fused = self.head(batch.fa, batch.fb, batch.candidates)
         total, parts = self.loss(fused, batch.a, batch.b)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        taken = self.finite.step(self.optimizer, self.head.parameters(), total, self.step + 1)
+        taken = self.finite.step(self.optimizer, self.optimizer.param_groups[0]["params"], total, self.step + 1)
         self.step += 1
         return parts if taken else None
 
@@ -203,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="trained autoencoder: bundled name or weights file")
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--train", default="head", choices=("head", "decoder"),
+                        help="head: the mixture head (keeping a fused decoder the model's head has); decoder: first "
+                             "fine-tune a copy of the decoder on activity-fused latents, then train the head on the "
+                             "resulting final.pt")
     parser.add_argument("--val-series", default=None, help="comma-separated series never trained on")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=4)

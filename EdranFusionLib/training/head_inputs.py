@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import torch
@@ -33,10 +33,12 @@ class HeadBatch(NamedTuple):
 
 class HeadInputs:
     """Deterministic, resumable batches of head inputs; ``encoder=None`` is the pixel-domain control (the
-    images as their own latents, the identity as decoder)."""
+    images as their own latents, the identity as decoder). ``decode`` gives the first candidate (default: the
+    encoder's decoder; a head's fused decoder when it has one)."""
 
     def __init__(self, pairs: Sequence[Sample], encoder: nn.Module | None, crop: int | None, flips: bool, *,
-                 dtype: torch.dtype = torch.float32, progress: bool = True) -> None:
+                 decode: Callable[[torch.Tensor], torch.Tensor] | None = None, dtype: torch.dtype = torch.float32,
+                 progress: bool = True) -> None:
         from tqdm import tqdm
 
         pixels, latents = [], []
@@ -50,7 +52,7 @@ class HeadInputs:
                 else:
                     network_input = sources.contiguous(memory_format=torch.channels_last).to(dtype)
                     fa, fb = encoder.encode(network_input).chunk(2)
-                    candidates = head_candidates(encoder.decode, fa, fb, ya, yb)
+                    candidates = head_candidates(encoder.decode if decode is None else decode, fa, fb, ya, yb)
             pixels.append(torch.cat([ya, yb, candidates], dim=1)[0])
             if encoder is not None:
                 latents.append(torch.cat([fa, fb], dim=1)[0].to(torch.bfloat16).contiguous())

@@ -219,10 +219,14 @@ def fusion_head_card(run_dir: Path) -> dict:
     config = json.loads((run_dir / "config.json").read_text())
     split = json.loads((run_dir / "split.json").read_text())
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    decoder = ("the decoded candidate comes from the head's own copy of the decoder, fine-tuned on activity-fused "
+               "latents (--train decoder, the run of the --model it started from); the encoder is the autoencoder's, "
+               "frozen" if config.get("fused_decoder") else "the encoder and decoder are the autoencoder's, frozen")
     return {
         "beyond_the_paper": "learned stage-2 fusion: per-pixel softmax weights, from both latents, over three "
                             "candidates (decoded activity fusion, pixel maximum, guided pyramid), started at "
-                            "max-anchored fusion's fixed blend; the encoder and decoder are the autoencoder's, frozen",
+                            f"max-anchored fusion's fixed blend; {decoder}",
+        "trained": config.get("train", "head"),
         "data": {"folders": [Path(p).name for p in config["data"]], "train_pairs": len(split["train_pairs"]),
                  "held_out_series": split["held_out_series"]},
         "training": {"epochs": history[-1]["epoch"], "steps": history[-1]["step"],
