@@ -13,6 +13,7 @@ from conftest import blob_image
 from PIL import Image
 
 from EdranFusionLib.commands.cli import main
+from EdranFusionLib.errors import EdranFusionError
 from EdranFusionLib.evaluation.evaluate import markdown_table, pixel_baseline, select_pairs, summarise
 from EdranFusionLib.evaluation.metrics import METRICS, fusion_metrics
 from EdranFusionLib.evaluation.montage import MontageRow, build_montage, zoom_box
@@ -194,3 +195,14 @@ def test_montage_zooms_on_the_sources_structure():
     assert side == 16 and abs(top - 40) <= 2 and abs(left - 8) <= 2
     picture = build_montage([MontageRow("1001", [("A", flat), ("B", detailed), ("fused", detailed)])], tile=64)
     assert picture.size == (4 + 3 * 68, 4 + 18 + 64 + 4 + 64 + 8)
+
+
+def test_a_slab_of_slices_selects_part_of_a_series(pair_folders):
+    a_dir, b_dir = pair_folders
+    assert select_pairs(str(a_dir), str(b_dir), series="16:4-9,21") == [NAMES[1], NAMES[2], NAMES[3]]
+    assert select_pairs(str(a_dir), str(b_dir), series="21:2-2") == [NAMES[3]]
+    with pytest.raises(EdranFusionError, match="no pair .* belongs to series 16:5-9"):
+        select_pairs(str(a_dir), str(b_dir), series="16:5-9")
+    for spec, problem in (("16:9-4", "ends before it starts"), ("16:a-b", "neither a series id")):
+        with pytest.raises(EdranFusionError, match=problem):
+            select_pairs(str(a_dir), str(b_dir), series=spec)

@@ -31,6 +31,7 @@ from EdranFusionLib.network.fusion_head import FusionHead
 from EdranFusionLib.network.fusion_losses import FusionLoss, joint_psnr, ssim, strongest_gradient
 from EdranFusionLib.network.model import EHDRAN
 from EdranFusionLib.training import fusion_trainer, report
+from EdranFusionLib.training.datasets import SeriesSelection
 
 
 def _latents(seed: int, shape=(2, 64, 12, 12)) -> torch.Tensor:
@@ -227,6 +228,12 @@ def test_the_pixel_control_has_no_decoder_to_fine_tune(pairs: Path, autoencoder:
                                         "--on-pixels")) == 2
     assert "drop --on-pixels" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_slab_of_a_series_is_held_out_of_training(pairs: Path) -> None:
+    kept, record = fusion_trainer.training_pairs([pairs], SeriesSelection("3,1:1-2"))
+    assert sorted(sample.name.split("/")[1] for sample in kept) == ["1000", "2000", "2001", "2002"]
+    assert record["held_out_series"] == ["3", "1:1-2"]
 
 
 def test_resuming_with_other_settings_is_a_one_line_error(pairs: Path, autoencoder: Path, finished: Path,

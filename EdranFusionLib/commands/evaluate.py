@@ -29,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also score the element-wise average and max of the source images (no network)")
     parser.add_argument("--fused", action="append", default=[], metavar="[LABEL=]DIR",
                         help="folder of already fused images named like the pairs (repeatable)")
-    parser.add_argument("--series", default=None, help="only pairs of these series, e.g. 16,21 (names <series><slice>)")
+    parser.add_argument("--series", default=None,
+                        help="only pairs of these series, e.g. 16,21 (names <series><slice>), or slabs of one "
+                             "series' slices, e.g. 41:59-81")
     parser.add_argument("--split", default=None, metavar="JSON",
                         help="only the validation series of a training run: its split.json or a model card")
     parser.add_argument("--every", type=int, default=1, metavar="N",

@@ -24,7 +24,7 @@ from ..errors import EdranFusionError
 from ..fusion.color import gray_levels, is_colour, recolour
 from ..io import images
 from ..io.atomic import atomic_output, check_output_location
-from ..training.datasets import recorded_val_series, series_of
+from ..training.datasets import SeriesSelection, recorded_val_series
 from .metrics import METRICS, fusion_metrics
 from .montage import MontageRow, write_montage
 
@@ -108,15 +108,13 @@ def select_pairs(a_dir: str, b_dir: str, series: str | None = None, split: str |
 
 def _pairs_in_series(a_dir: str, b_dir: str, series: str | None, split: str | None) -> list[str]:
     names = images.common_names(a_dir, b_dir)
-    wanted = {s.strip() for s in series.split(",") if s.strip()} if series else None
-    if split:
-        from_split = _split_series(Path(split))
-        wanted = from_split if wanted is None else wanted & from_split
-    if wanted is None:
+    selections = [SeriesSelection(spec) for spec in (series, split and ",".join(_split_series(Path(split)))) if spec]
+    if not selections:
         return names
-    chosen = [name for name in names if series_of(Path(name).stem, Path(a_dir)) in wanted]
+    chosen = [name for name in names if all(s.holds(Path(name).stem, Path(a_dir)) for s in selections)]
     if not chosen:
-        raise EdranFusionError(f"no pair in {a_dir} belongs to series {', '.join(sorted(wanted))}")
+        wanted = " and ".join(", ".join(s.items()) for s in selections)
+        raise EdranFusionError(f"no pair in {a_dir} belongs to series {wanted}")
     return chosen
 
 

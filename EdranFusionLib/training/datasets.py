@@ -51,6 +51,39 @@ def series_of(stem: str, where: Path) -> str:
     return match.group(1)
 
 
+class SeriesSelection:
+    """Pairs chosen by series: whole series (``16``) or a slab of one series' slices (``41:59-81``, both ends
+    included), comma-separated. A task with a single training series (PET-MRI) can hold a slab of it out."""
+
+    def __init__(self, spec: str) -> None:
+        self.whole: set[str] = set()
+        self.slabs: list[tuple[str, int, int]] = []
+        for item in (part.strip() for part in spec.split(",")):
+            if not item:
+                continue
+            match = re.fullmatch(r"(\d+)(?::(\d+)-(\d+))?", item)
+            if not match:
+                raise EdranFusionError(f"series '{item}' is neither a series id (e.g. 16) nor a slab of slices "
+                                       "(e.g. 41:59-81)")
+            series, first, last = match.groups()
+            if first is None:
+                self.whole.add(series)
+            elif int(first) > int(last):
+                raise EdranFusionError(f"slab '{item}' ends before it starts; give first-last slices in order")
+            else:
+                self.slabs.append((series, int(first), int(last)))
+
+    def holds(self, stem: str, where: Path) -> bool:
+        """Whether pair ``<series><3-digit slice>`` named ``stem`` (in ``where``, for the error) is selected."""
+        series = series_of(stem, where)
+        return series in self.whole or any(series == s and first <= int(stem[-3:]) <= last
+                                           for s, first, last in self.slabs)
+
+    def items(self) -> list[str]:
+        """The selection as sorted spec items (for split records and messages)."""
+        return sorted(self.whole) + [f"{s}:{first}-{last}" for s, first, last in self.slabs]
+
+
 def recorded_val_series(record: object) -> set[str] | None:
     """The validation series a run's split.json or a model card records (at the top, or under "split" or "data")."""
     nested = [record.get(key) for key in ("split", "data")] if isinstance(record, dict) else []

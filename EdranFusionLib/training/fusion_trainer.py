@@ -33,7 +33,7 @@ from ..network.devices import cpu_has_fast_bf16
 from ..network.fusion_head import FusionHead
 from ..network.fusion_losses import INTENSITY_TARGETS, FusionLoss
 from ..network.model import LATENT_CHANNELS, fold_for_inference
-from .datasets import Sample, load_gray, series_of
+from .datasets import Sample, SeriesSelection, load_gray
 from .finite_steps import FiniteSteps
 from .head_inputs import HeadBatch, HeadInputs
 from .trainer import learning_rate
@@ -43,9 +43,9 @@ RUN_DEFINING = ("data", "model", "train", "epochs", "batch_size", "lr", "lr_min"
                 "val_series", "seed")
 
 
-def training_pairs(folders: list[Path], held_out: set[str]) -> tuple[list[Sample], dict]:
-    """[2, H, W] samples (A = the MRI folder, B = the other modality) of every series not held out."""
-    pairs, record = [], {"held_out_series": sorted(held_out), "train_pairs": []}
+def training_pairs(folders: list[Path], held_out: SeriesSelection) -> tuple[list[Sample], dict]:
+    """[2, H, W] samples (A = the MRI folder, B = the other modality) of every pair not held out."""
+    pairs, record = [], {"held_out_series": held_out.items(), "train_pairs": []}
     for folder in folders:
         modalities = sorted(p for p in folder.iterdir() if p.is_dir())
         first = next((m for m in modalities if m.name.upper() == "MRI"), None)
@@ -53,11 +53,11 @@ def training_pairs(folders: list[Path], held_out: set[str]) -> tuple[list[Sample
             raise EdranFusionError(f"pair folder {folder} must hold an MRI folder and one other modality folder")
         second = next(m for m in modalities if m != first)
         for name in common_names(str(first), str(second)):
-            series = series_of(Path(name).stem, folder)
-            if series in held_out:
+            stem = Path(name).stem
+            if held_out.holds(stem, folder):
                 continue
             image = np.stack([load_gray(first / name), load_gray(second / name)])
-            pairs.append(Sample(image, series, f"{folder.name}/{Path(name).stem}"))
+            pairs.append(Sample(image, stem[:-3], f"{folder.name}/{stem}"))
             record["train_pairs"].append(pairs[-1].name)
     if not pairs:
         raise EdranFusionError("no training pairs left after holding out the validation series; check --data")
@@ -79,8 +79,7 @@ class FusionTrainer:
                                    "(drop --on-pixels)")
         self.bf16 = args.precision == "bf16" or (args.precision == "auto" and cpu_has_fast_bf16())
         torch.manual_seed(args.seed)
-        held_out = set(args.val_series.split(",")) if args.val_series else set()
-        pairs, self.split = training_pairs([Path(p) for p in args.data], held_out)
+        pairs, self.split = training_pairs([Path(p) for p in args.data], SeriesSelection(args.val_series or ""))
         if len(pairs) < args.batch_size:
             raise EdranFusionError(f"{len(pairs)} training pairs are fewer than one batch; lower --batch-size")
         self.model = load_model(args.model).requires_grad_(False)
@@ -223,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="head: the mixture head (keeping a fused decoder the model's head has); decoder: first "
                              "fine-tune a copy of the decoder on activity-fused latents, then train the head on the "
                              "resulting final.pt")
-    parser.add_argument("--val-series", default=None, help="comma-separated series never trained on")
+    parser.add_argument("--val-series", default=None,
+                        help="comma-separated series never trained on, or slabs of one series' slices (41:56-84)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-4)
