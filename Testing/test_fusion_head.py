@@ -296,6 +296,15 @@ def test_pixel_head_trains_on_the_images_and_their_pixel_rule_candidates(pairs: 
     a, b = (np.random.default_rng(s).integers(0, 256, (20, 20)).astype(np.uint8) for s in (4, 5))
     fused = pixel_head(str(run_dir / "final.pt"))("pair", a, b)
     assert fused.shape == a.shape and fused.dtype == np.uint8
+    from EdranFusionLib.commands.cli import main
+
+    scored, out = write_pair_folder(tmp_path / "scored", "CT-MRI", series=(7,), size=48), tmp_path / "report"
+    assert main(["evaluate", str(scored / "MRI"), str(scored / "CT"), "--pixel-head", str(run_dir / "final.pt"),
+                 "--baselines", "--out", str(out), "--quiet"]) == 0
+    methods = {row["method"] for row in json.loads((out / "metrics.json").read_text())["rows"]}
+    assert methods == {"pixel-head", "pixel-average", "pixel-max"}
+    assert main(["evaluate", str(scored / "MRI"), str(scored / "CT"), "--pixel-head",
+                 str(scored / "MRI" / "7000.png"), "--quiet"]) == 2
 
 
 def test_a_head_of_the_earlier_version_is_a_clear_error(tmp_path: Path) -> None:

@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also score the element-wise average and max of the source images (no network)")
     parser.add_argument("--fused", action="append", default=[], metavar="[LABEL=]DIR",
                         help="folder of already fused images named like the pairs (repeatable)")
+    parser.add_argument("--pixel-head", action="append", default=[], metavar="[LABEL=]FILE",
+                        help="a pixel-domain head (final.pt of fusion_trainer --on-pixels): the learned head's "
+                             "control, no network (repeatable)")
     parser.add_argument("--series", default=None,
                         help="only pairs of these series, e.g. 16,21 (names <series><slice>), or slabs of one "
                              "series' slices, e.g. 41:59-81")
@@ -53,8 +56,9 @@ def _labelled(text: str, exists: Callable[[str], bool]) -> tuple[str | None, str
 
 
 def methods_from_args(args: argparse.Namespace) -> list:
-    """The methods to compare, in the order given: models x strategies, then baselines, then fused folders."""
+    """The methods to compare, in the order given: models x strategies, baselines, fused folders, pixel heads."""
     import_optional("scipy", "eval")
+    from ..evaluation.comparison import pixel_head
     from ..evaluation.evaluate import Method, folder_method, model_method, pixel_baseline
 
     strategies = [s.strip() for s in (args.strategy or "").split(",") if s.strip()]
@@ -75,8 +79,12 @@ def methods_from_args(args: argparse.Namespace) -> list:
     for text in args.fused:
         label, folder = _labelled(text, os.path.exists)
         methods.append(Method(label or Path(folder).name, folder_method(Path(folder))))
+    for text in args.pixel_head:
+        label, weights_file = _labelled(text, os.path.exists)
+        methods.append(Method(label or "pixel-head", pixel_head(weights_file)))
     if not methods:
-        raise EdranFusionError("nothing to evaluate: give --model (with --strategy), --baselines or --fused")
+        raise EdranFusionError("nothing to evaluate: give --model (with --strategy), --baselines, --fused or "
+                               "--pixel-head")
     labels = [m.label for m in methods]
     duplicate = next((label for label in labels if labels.count(label) > 1), None)
     if duplicate:

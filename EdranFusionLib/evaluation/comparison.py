@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import EdranFusionError
 from ..fusion.color import gray_levels, is_colour, recolour
 from .evaluate import Fuse, Method
 from .metrics import fmi, fsim, psnr, qabf, ssim
@@ -99,7 +100,11 @@ def pixel_head(weights_file: str) -> Fuse:
     from ..network.fusion_head import FusionHead
 
     head = FusionHead(1).eval()
-    head.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
+    try:
+        head.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
+    except Exception as error:  # missing, truncated or another kind of weights file
+        raise EdranFusionError(f"{weights_file} is not a pixel head ({type(error).__name__}); give the final.pt of "
+                               "a fusion_trainer --on-pixels run") from error
 
     @torch.inference_mode()
     def fuse(_name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
