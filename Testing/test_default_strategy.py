@@ -95,7 +95,7 @@ def test_evaluate_scores_each_models_default_when_no_strategy_is_given(carded: P
     from EdranFusionLib.commands.evaluate import methods_from_args
 
     args = Namespace(model=[f"one={carded}", "two=" + str(carded.with_name("other.pt"))], strategy=None,
-                     baselines=False, fused=[], device="cpu", precision="fp32")
+                     baselines=False, fused=[], pixel_head=[], device="cpu", precision="fp32")
     save_bundled(EHDRAN().eval(), "other", "ct-mri", {}, carded.parent)
     assert [m.label for m in methods_from_args(args)] == ["one:average", "two:sfnn-max"]
 
