@@ -1,7 +1,7 @@
 """Optimizer steps that are taken only when the loss and its gradient are finite.
 
-One batch that hits a numerical corner of a loss (seen once in a stage-2 run on SPECT-MRI, not reproduced by
-the same command) would otherwise turn every weight into NaN, and the run would train on for hours and save a
+One bad update (seen in a stage-2 run on SPECT-MRI: NaN weight gradients from a bf16 convolution backward on
+this CPU build) would otherwise turn every weight into NaN, and the run would train on for hours and save a
 model that fuses nothing. Such a step is skipped with a warning and counted; many of them stop the run with a
 clear error, and the checkpoints never hold the damage.
 """
@@ -9,7 +9,6 @@ clear error, and the checkpoints never hold the damage.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
 
 import torch
 
@@ -24,12 +23,11 @@ class FiniteSteps:
     def __init__(self, skipped: int = 0) -> None:
         self.skipped = skipped
 
-    def step(self, optimizer: torch.optim.Optimizer, parameters: Iterable[torch.nn.Parameter], loss: torch.Tensor,
-             step_number: int) -> bool:
+    def step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, step_number: int) -> bool:
         """After ``loss.backward()``: step and return True, or skip, warn and return False."""
         # Each gradient on its own: a total norm can overflow for finite gradients (and needs torch >= 2.6).
-        finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(p.grad).all()) for p in parameters
-                                                    if p.grad is not None)
+        gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in gradients)
         if finite:
             optimizer.step()
             return True

@@ -87,16 +87,19 @@ class FusionTrainer:
         kept_decoder = None if args.on_pixels else getattr(self.model.fusion_head, "fused_decoder", None)
         encoder = None if args.on_pixels else fold_for_inference(self.model).to(memory_format=torch.channels_last)
         dtype = torch.bfloat16 if self.bf16 else torch.float32
-        decode = None if kept_decoder is None else copy.deepcopy(kept_decoder).to(dtype)
-        self.inputs = HeadInputs(pairs, None if encoder is None else encoder.to(dtype), args.crop, args.flips,
-                                 decode=decode, dtype=dtype, progress=args.progress)
+        if encoder is not None:
+            encoder.to(dtype)  # its copy of the head, fused decoder included, too
+        decode = None if kept_decoder is None else encoder.fusion_head.fused_decoder
+        self.inputs = HeadInputs(pairs, encoder, args.crop, args.flips, decode=decode, dtype=dtype,
+                                 progress=args.progress)
         self.steps_per_epoch = self.inputs.steps_per_epoch(args.batch_size)
         self.total_steps = self.steps_per_epoch * args.epochs
         self.head = FusionHead.starting_as(1 if args.on_pixels else LATENT_CHANNELS, starting_blend())
-        if args.train == "decoder":
-            self.head.requires_grad_(False).fused_decoder = copy.deepcopy(self.model.decoder).requires_grad_(True)
-        elif kept_decoder is not None:
-            self.head.fused_decoder = copy.deepcopy(kept_decoder)
+        if args.train == "decoder":  # only the decoder copy trains; the mixture stays at its start
+            self.head.requires_grad_(False)
+            self.head.fused_decoder = copy.deepcopy(self.model.decoder).requires_grad_(True)
+        else:
+            self.head.fused_decoder = kept_decoder  # frozen with the model it came from
         self.head.to(memory_format=torch.channels_last)
         trainable = [p for p in self.head.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(trainable, lr=args.lr)
@@ -155,7 +158,7 @@ class FusionTrainer:
         total, parts = self.loss(fused, batch.a, batch.b)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        taken = self.finite.step(self.optimizer, self.optimizer.param_groups[0]["params"], total, self.step + 1)
+        taken = self.finite.step(self.optimizer, total, self.step + 1)
         self.step += 1
         return parts if taken else None
 

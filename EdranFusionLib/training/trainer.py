@@ -210,7 +210,7 @@ class Trainer:
         total, parts = self.loss(output, batch)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        taken = self.finite.step(self.optimizer, self.model.parameters(), total, self.step + 1)
+        taken = self.finite.step(self.optimizer, total, self.step + 1)
         self.step += 1
         return parts if taken else None
 
